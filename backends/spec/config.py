@@ -1,0 +1,234 @@
+"""Validated configuration of a DynaMoE experiment (paper Section 5.3, Tables 1 and 7).
+
+Every default of the project lives here once. Each dataclass validates itself on construction and
+raises a ``ValueError`` naming the field, the bad value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEDULES = ("uniform", "descending", "ascending", "pyramid-up", "pyramid-down", "wave-up", "wave-down")
+SCOPES = ("batch", "token")
+COMBINE_INPUTS = ("probs", "logits")
+MODEL_KINDS = ("dynamoe", "mlp")
+TASKS = ("classify", "lm")
+
+
+def _fail(owner: str, name: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"{owner}.{name} = {value!r} is invalid: {allowed}")
+
+
+def _check_int(owner: str, name: str, value: Any, low: int, high: float = math.inf) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        _fail(owner, name, value, f"must be an integer in [{low}, {high}]")
+
+
+def _check_choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(owner, name, value, f"must be one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """One row of Table 1. ``paper_params`` is the paper's count, printed beside ours, never used."""
+
+    name: str
+    num_layers: int
+    hidden_dim: int
+    paper_params: int
+
+
+SIZES: dict[str, ModelSize] = {
+    "tiny": ModelSize("tiny", 2, 64, 85_000),
+    "small": ModelSize("small", 4, 128, 340_000),
+    "medium": ModelSize("medium", 6, 256, 1_400_000),
+    "large": ModelSize("large", 8, 512, 5_600_000),
+}
+
+
+def model_size(name: str) -> ModelSize:
+    """The Table 1 row called ``name`` (case-insensitive)."""
+    key = str(name).lower()
+    if key not in SIZES:
+        raise ValueError(f"unknown model size {name!r}: choose one of {', '.join(SIZES)}")
+    return SIZES[key]
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Experts per layer (Definition 2, Eq. 8-12): a schedule name and its bounds E_min <= E_max.
+
+    Paper defaults: E_max = 8, E_min = 1 (Section 7.9, Table 3's best row).
+    """
+
+    name: str = "descending"
+    e_min: int = 1
+    e_max: int = 8
+
+    def __post_init__(self) -> None:
+        _check_choice("ScheduleConfig", "name", self.name, SCHEDULES)
+        _check_int("ScheduleConfig", "e_min", self.e_min, 1)
+        _check_int("ScheduleConfig", "e_max", self.e_max, 1)
+        if self.e_min > self.e_max:
+            raise ValueError(
+                f"ScheduleConfig: e_min = {self.e_min} > e_max = {self.e_max}; E_min must not exceed E_max "
+                "(swap them, or use the 'ascending' schedule to put the large count last)"
+            )
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Dynamic routing (Eq. 4-7, Algorithm 1). Defaults are Table 7's best values.
+
+    - ``tau``: percentile in percent (70 = 70th percentile), open interval (0, 100).
+    - ``temperature``: T of Eq. 6, > 0.
+    - ``noise_std``: sigma of Eq. 7, >= 0 (training only).
+    - ``k_min``: minimum active experts (Algorithm 1 line 6), >= 1; clamped to E_l in layers with fewer.
+    - ``k_max``: cap on active experts; ``None`` means the layer's E_l (the "layer-dependent maximum").
+    - ``scope``: ``"batch"`` (one threshold over all gate values of the layer in the batch, default) or
+      ``"token"`` (Eq. 4 read literally: each token's own E_l gates). See ``spec.routing``.
+    - ``combine``: the values softmaxed in Eq. 6: ``"probs"`` (the noisy gate probabilities, default) or
+      ``"logits"`` (the gate logits).
+    """
+
+    tau: float = 70.0
+    temperature: float = 0.5
+    noise_std: float = 0.1
+    k_min: int = 1
+    k_max: int | None = None
+    scope: str = "batch"
+    combine: str = "probs"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tau, (int, float)) or not 0.0 < float(self.tau) < 100.0:
+            _fail("RouterConfig", "tau", self.tau, "must be a percentile in the open interval (0, 100); 70 means the 70th percentile")
+        if not isinstance(self.temperature, (int, float)) or not float(self.temperature) > 0.0:
+            _fail("RouterConfig", "temperature", self.temperature, "must be > 0")
+        if not isinstance(self.noise_std, (int, float)) or not float(self.noise_std) >= 0.0:
+            _fail("RouterConfig", "noise_std", self.noise_std, "must be >= 0")
+        _check_int("RouterConfig", "k_min", self.k_min, 1)
+        if self.k_max is not None:
+            _check_int("RouterConfig", "k_max", self.k_max, self.k_min)
+        _check_choice("RouterConfig", "scope", self.scope, SCOPES)
+        _check_choice("RouterConfig", "combine", self.combine, COMBINE_INPUTS)
+
+    def layer_bounds(self, num_experts: int) -> tuple[int, int]:
+        """(k_min, k_max) in a layer of ``num_experts`` experts (Eq. 5), both clamped to E_l."""
+        k_max = num_experts if self.k_max is None else min(self.k_max, num_experts)
+        return min(self.k_min, num_experts), k_max
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole network (Section 3.4): input projection, L residual layers, LayerNorm, head.
+
+    - ``kind``: ``"dynamoe"`` (residual DynaMoE layers) or ``"mlp"`` (the dense baseline: one
+      feed-forward block per layer).
+    - ``task``: ``"classify"`` (flattened images, ``input_dim`` features) or ``"lm"`` (token ids,
+      an embedding of ``vocab_size`` rows, next-token head over the vocabulary, per position).
+    - ``expert_hidden_ratio``: expert hidden width d_h = ratio * d (Prop. 1's d_h; not recovered,
+      0.5 chosen: see ``spec.accounting`` for the parameter-count evidence).
+    - ``mlp_hidden_ratio``: hidden width of the MLP baseline's blocks (2: Table 1's Tiny 85K).
+    """
+
+    size: str = "small"
+    kind: str = "dynamoe"
+    task: str = "classify"
+    input_dim: int = 784
+    num_classes: int = 10
+    vocab_size: int = 50_257
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    expert_hidden_ratio: float = 0.5
+    mlp_hidden_ratio: float = 2.0
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        model_size(self.size)
+        _check_choice("ModelConfig", "kind", self.kind, MODEL_KINDS)
+        _check_choice("ModelConfig", "task", self.task, TASKS)
+        _check_int("ModelConfig", "input_dim", self.input_dim, 1)
+        _check_int("ModelConfig", "num_classes", self.num_classes, 2)
+        _check_int("ModelConfig", "vocab_size", self.vocab_size, 2)
+        for name in ("expert_hidden_ratio", "mlp_hidden_ratio"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 0 or int(round(value * self.hidden_dim)) < 1:
+                _fail("ModelConfig", name, value, "must be > 0 and give a hidden width of at least 1")
+        if not isinstance(self.schedule, ScheduleConfig):
+            _fail("ModelConfig", "schedule", self.schedule, "must be a ScheduleConfig")
+        if not isinstance(self.router, RouterConfig):
+            _fail("ModelConfig", "router", self.router, "must be a RouterConfig")
+
+    @property
+    def num_layers(self) -> int:
+        return model_size(self.size).num_layers
+
+    @property
+    def hidden_dim(self) -> int:
+        return model_size(self.size).hidden_dim
+
+    @property
+    def expert_hidden(self) -> int:
+        return int(round(self.expert_hidden_ratio * self.hidden_dim))
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(round(self.mlp_hidden_ratio * self.hidden_dim))
+
+    @property
+    def output_dim(self) -> int:
+        return self.vocab_size if self.task == "lm" else self.num_classes
+
+    def experts_per_layer(self) -> list[int]:
+        """E_l for l = 0..L-1 from the schedule (empty meaning for the MLP: one block a layer)."""
+        from .schedules import expert_counts
+
+        s = self.schedule
+        return expert_counts(s.name, self.num_layers, s.e_min, s.e_max)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# Epochs per dataset (Section 5.3); the language-modelling count is not stated in the paper: 20 chosen.
+EPOCHS = {"mnist": 20, "fashion_mnist": 20, "cifar10": 25, "lm": 20}
+BATCH_SIZES = {"image": 256, "lm": 32}
+SEQUENCE_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """AdamW with cosine annealing (Section 5.3, Table 7).
+
+    The paper lost its betas and weight decay; the common 0.9 / 0.999 / 0.01 with eps 1e-8 are chosen.
+    The learning rate follows ``lr * 0.5 * (1 + cos(pi * step / total_steps))`` per optimizer step,
+    from ``lr`` to 0, no warm-up (``spec.optim.learning_rate``).
+    """
+
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    batch_size: int = 256
+    epochs: int = 20
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            _fail("TrainConfig", "lr", self.lr, "must be > 0")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                _fail("TrainConfig", name, value, "must be in [0, 1)")
+        if not isinstance(self.eps, (int, float)) or not self.eps > 0:
+            _fail("TrainConfig", "eps", self.eps, "must be > 0")
+        if not isinstance(self.weight_decay, (int, float)) or not self.weight_decay >= 0:
+            _fail("TrainConfig", "weight_decay", self.weight_decay, "must be >= 0")
+        _check_int("TrainConfig", "batch_size", self.batch_size, 1)
+        _check_int("TrainConfig", "epochs", self.epochs, 1)
+        _check_int("TrainConfig", "eval_batch_size", self.eval_batch_size, 1)

@@ -1,0 +1,131 @@
+"""The model's forward math (Section 3.4, Eq. 1, 4-7), written once against ``spec.ops``.
+
+The reference evaluates it with NumPy in float64; every backend evaluates it with its own primitives on
+its own parameter containers. Parameter names and shapes are ``spec.init.param_shapes``.
+
+Network: ``h_0 = x W_in + b_in`` (or a token embedding), ``h_l = h_{l-1} + F_l(h_{l-1})`` with F_l a
+DynaMoE layer (or one feed-forward block for the MLP baseline), ``LayerNorm(h_L)``, then a linear head.
+Weights are stored (in, out): ``y = x @ W + b``. No per-layer normalisation (the paper names one
+LayerNorm, after the last layer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .config import ModelConfig, RouterConfig
+from .routing import combine_weights, select_experts
+
+
+@dataclass
+class Routing:
+    """What one DynaMoE layer decided: gate probabilities (N, E), selected mask (N, E), weights (N, E)."""
+
+    probs: Any
+    mask: Any
+    weights: Any
+
+
+def softmax(ops, x):
+    e = ops.exp(x - ops.max(x, axis=-1, keepdims=True))
+    return e / ops.sum(e, axis=-1, keepdims=True)
+
+
+def log_softmax(ops, x):
+    shifted = x - ops.max(x, axis=-1, keepdims=True)
+    return shifted - ops.log(ops.sum(ops.exp(shifted), axis=-1, keepdims=True))
+
+
+def layer_norm(ops, h, gamma, beta, eps: float):
+    mean = ops.mean(h, axis=-1, keepdims=True)
+    centred = h - mean
+    var = ops.mean(centred * centred, axis=-1, keepdims=True)
+    return centred / ops.sqrt(var + eps) * gamma + beta
+
+
+def feed_forward(ops, h, w1, b1, w2, b2):
+    """Two-layer ReLU network ("affine-ReLU", Section 7.1.2): ``relu(h W1 + b1) W2 + b2``."""
+    return ops.matmul(ops.relu(ops.matmul(h, w1) + b1), w2) + b2
+
+
+def route(ops, h, gate_weight, noise, router: RouterConfig) -> Routing:
+    """Gate (Eq. 1), noise (Eq. 7), selection (Eq. 4-5) and weights (Eq. 6) for tokens ``h`` (N, d).
+
+    ``noise`` (N, E) or ``None`` is added to the gate probabilities; the selection and the weights both
+    use the noisy values (Algorithm 1 as reconstructed in PAPERS.md section 2.4).
+    """
+    logits = ops.matmul(h, gate_weight)
+    probs = softmax(ops, logits)
+    noisy = probs if noise is None else probs + noise
+    k_min, k_max = router.layer_bounds(ops.shape(gate_weight)[-1])
+    mask = select_experts(noisy, router.tau, k_min, k_max, scope=router.scope, ops=ops)
+    values = noisy if router.combine == "probs" else logits
+    return Routing(probs, mask, combine_weights(values, mask, router.temperature, ops=ops))
+
+
+def dynamoe_layer(ops, p: dict, h, noise, router: RouterConfig):
+    """One DynaMoE layer ``y = sum_{i in S} w_i E_i(h)`` (Eq. 6) on tokens ``h`` (N, d) -> (y, Routing).
+
+    ``p``: ``gate`` (d, E), ``w1`` (E, d, d_h), ``b1`` (E, d_h), ``w2`` (E, d_h, d), ``b2`` (E, d).
+    Every expert is evaluated on every token and weighted by w, which is exactly zero outside S: the
+    dense-masked form, static in shape (a sparse dispatch is a backend's optimisation, same result).
+    """
+    routing = route(ops, h, p["gate"], noise, router)
+    hidden = ops.relu(ops.matmul(ops.expand_dims(h, 0), p["w1"]) + ops.expand_dims(p["b1"], 1))  # (E, N, d_h)
+    out = ops.matmul(hidden, p["w2"]) + ops.expand_dims(p["b2"], 1)  # (E, N, d)
+    weights = ops.expand_dims(ops.transpose(routing.weights, (1, 0)), 2)  # (E, N, 1)
+    return ops.sum(weights * out, axis=0), routing
+
+
+def layer_params(params: dict, cfg: ModelConfig, layer: int) -> dict:
+    """The parameters of layer ``layer`` under the short names ``dynamoe_layer``/``feed_forward`` use."""
+    prefix = f"layers.{layer}."
+    if cfg.kind == "dynamoe":
+        return {"gate": params[prefix + "gate.weight"], **{k: params[prefix + "experts." + k] for k in ("w1", "b1", "w2", "b2")}}
+    return {k: params[prefix + "ffn." + k] for k in ("w1", "b1", "w2", "b2")}
+
+
+def embed(ops, params: dict, x, cfg: ModelConfig):
+    """Input projection (images, (B, input_dim) -> (B, d)) or token embedding (ids (B, T) -> (B*T, d))."""
+    if cfg.task == "lm":
+        batch, steps = ops.shape(x)
+        return ops.reshape(ops.take_rows(params["embed.weight"], ops.reshape(x, (batch * steps,))), (batch * steps, cfg.hidden_dim))
+    return ops.matmul(x, params["input.weight"]) + params["input.bias"]
+
+
+def model_forward(ops, params: dict, x, cfg: ModelConfig, noises=None):
+    """Logits and per-layer routings of the whole network.
+
+    ``x``: (B, input_dim) floats or (B, T) token ids; ``noises``: per-layer gate noise (training) or
+    ``None``. Returns ``(logits, routings)``: logits (B, C) or (B, T, V); routings a list of ``Routing``
+    (empty for the MLP). In ``lm`` every position is a token of the layer's routing batch.
+    """
+    h = embed(ops, params, x, cfg)
+    routings = []
+    for layer in range(cfg.num_layers):
+        p = layer_params(params, cfg, layer)
+        if cfg.kind == "dynamoe":
+            y, routing = dynamoe_layer(ops, p, h, None if noises is None else noises[layer], cfg.router)
+            routings.append(routing)
+        else:
+            y = feed_forward(ops, h, p["w1"], p["b1"], p["w2"], p["b2"])
+        h = h + y
+    h = layer_norm(ops, h, params["norm.gamma"], params["norm.beta"], cfg.layer_norm_eps)
+    logits = ops.matmul(h, params["head.weight"]) + params["head.bias"]
+    if cfg.task == "lm":
+        batch, steps = ops.shape(x)
+        logits = ops.reshape(logits, (batch, steps, cfg.output_dim))
+    return logits, routings
+
+
+def cross_entropy(ops, logits, labels):
+    """Mean cross-entropy of integer ``labels`` under ``logits`` (perplexity = exp of it)."""
+    return -ops.mean(ops.one_hot_pick(log_softmax(ops, logits), labels))
+
+
+def correct_count(ops, logits, labels):
+    """Number of top-1 predictions equal to ``labels`` (as a float array)."""
+    best = ops.max(logits, axis=-1, keepdims=True)
+    picked = ops.one_hot_pick(logits, labels)
+    return ops.sum(ops.to_float(picked >= best[..., 0], logits))

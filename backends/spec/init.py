@@ -1,0 +1,95 @@
+"""Parameter names, shapes and seeded initialisation (all backends load these arrays).
+
+Distribution per tensor (the paper gives none; these are PyTorch's ``nn.Linear`` defaults, so a
+PyTorch user sees familiar starting points):
+
+- every linear weight and bias (input projection, gate, expert and MLP layers, head):
+  ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with fan_in the layer's input width;
+- the gate has no bias (Eq. 1: ``softmax(W_g h)``);
+- the token embedding (``lm``): ``N(0, 0.02^2)`` (GPT-2's);
+- LayerNorm: gamma = 1, beta = 0.
+
+Each tensor is drawn from its own stream ``rng.generator(seed, rng.PARAMS, crc32(name))`` in float64,
+so any backend fed these arrays starts from the same model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import rng
+from .config import ModelConfig
+
+EMBED_STD = 0.02
+
+
+def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter's name and shape, in a fixed order (the order of export and of optimiser state)."""
+    d = cfg.hidden_dim
+    shapes: dict[str, tuple[int, ...]] = {}
+    if cfg.task == "lm":
+        shapes["embed.weight"] = (cfg.vocab_size, d)
+    else:
+        shapes["input.weight"] = (cfg.input_dim, d)
+        shapes["input.bias"] = (d,)
+    if cfg.kind == "dynamoe":
+        dh = cfg.expert_hidden
+        for layer, experts in enumerate(cfg.experts_per_layer()):
+            prefix = f"layers.{layer}."
+            shapes[prefix + "gate.weight"] = (d, experts)
+            shapes[prefix + "experts.w1"] = (experts, d, dh)
+            shapes[prefix + "experts.b1"] = (experts, dh)
+            shapes[prefix + "experts.w2"] = (experts, dh, d)
+            shapes[prefix + "experts.b2"] = (experts, d)
+    else:
+        h = cfg.mlp_hidden
+        for layer in range(cfg.num_layers):
+            prefix = f"layers.{layer}.ffn."
+            shapes.update({prefix + "w1": (d, h), prefix + "b1": (h,), prefix + "w2": (h, d), prefix + "b2": (d,)})
+    shapes["norm.gamma"] = (d,)
+    shapes["norm.beta"] = (d,)
+    shapes["head.weight"] = (d, cfg.output_dim)
+    shapes["head.bias"] = (cfg.output_dim,)
+    return shapes
+
+
+def check_params(cfg: ModelConfig, names_shapes: dict[str, tuple[int, ...]]) -> None:
+    """Raise ``ValueError`` unless ``names_shapes`` are exactly ``param_shapes(cfg)`` (names and shapes)."""
+    expected = param_shapes(cfg)
+    if set(names_shapes) != set(expected):
+        raise ValueError(
+            f"parameters do not match the config: missing {sorted(set(expected) - set(names_shapes))}, "
+            f"unexpected {sorted(set(names_shapes) - set(expected))}"
+        )
+    for name, shape in expected.items():
+        if tuple(names_shapes[name]) != shape:
+            raise ValueError(f"parameter {name!r} has shape {tuple(names_shapes[name])}, the config needs {shape}")
+
+
+def fan_in(name: str, shape: tuple[int, ...], cfg: ModelConfig) -> int:
+    """Input width of the linear map a weight or bias belongs to."""
+    if name.startswith("input."):
+        return cfg.input_dim
+    if name.endswith(("experts.w2", "experts.b2")):
+        return cfg.expert_hidden
+    if name.endswith(("ffn.w2", "ffn.b2")):
+        return cfg.mlp_hidden
+    return cfg.hidden_dim
+
+
+def init_tensor(name: str, shape: tuple[int, ...], cfg: ModelConfig, seed: int) -> np.ndarray:
+    """One parameter tensor, float64, from its own stream (see the module docstring)."""
+    if name == "norm.gamma":
+        return np.ones(shape)
+    if name == "norm.beta":
+        return np.zeros(shape)
+    gen = rng.generator(seed, rng.PARAMS, rng.name_key(name))
+    if name == "embed.weight":
+        return EMBED_STD * gen.standard_normal(shape)
+    bound = 1.0 / np.sqrt(fan_in(name, shape, cfg))
+    return gen.uniform(-bound, bound, size=shape)
+
+
+def init_params(cfg: ModelConfig, seed: int) -> dict[str, np.ndarray]:
+    """All parameters of ``cfg`` for ``seed`` as float64 NumPy arrays, in ``param_shapes`` order."""
+    return {name: init_tensor(name, shape, cfg, seed) for name, shape in param_shapes(cfg).items()}

@@ -1,0 +1,35 @@
+"""The optimiser as the paper runs it (Section 5.3): AdamW with cosine annealing, one formula for all.
+
+``learning_rate`` is evaluated on the host and handed to every backend each step. ``adamw_update`` is
+the update every backend's optimiser must reproduce (decoupled weight decay, Loshchilov & Hutter 2019,
+as in ``torch.optim.AdamW``); the backends' tests check their optimiser against it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import TrainConfig
+
+
+def learning_rate(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Cosine annealing from ``cfg.lr`` at step 0 to 0 at ``total_steps``, per optimiser step."""
+    if total_steps < 1 or not 0 <= step <= total_steps:
+        raise ValueError(f"step {step} outside [0, total_steps = {total_steps}]")
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+
+
+def adamw_update(param, grad, m, v, step: int, lr: float, cfg: TrainConfig):
+    """One AdamW step (1-based ``step``) on NumPy arrays: returns ``(param, m, v)``.
+
+    ``p <- p (1 - lr wd)``; ``m <- b1 m + (1 - b1) g``; ``v <- b2 v + (1 - b2) g^2``;
+    ``p <- p - lr m_hat / (sqrt(v_hat) + eps)`` with the bias corrections ``1 - b^step``.
+    """
+    param = param * (1.0 - lr * cfg.weight_decay)
+    m = cfg.beta1 * m + (1.0 - cfg.beta1) * grad
+    v = cfg.beta2 * v + (1.0 - cfg.beta2) * grad * grad
+    m_hat = m / (1.0 - cfg.beta1**step)
+    v_hat = v / (1.0 - cfg.beta2**step)
+    return param - lr * m_hat / (np.sqrt(v_hat) + cfg.eps), m, v
