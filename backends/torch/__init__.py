@@ -1,0 +1,24 @@
+"""DynaMoE in PyTorch: thin modules over ``backends.spec`` (names: ``backends.api``)."""
+
+from .layers import OPS, DynaMoELayer, FeedForwardLayer
+from .model import DynaMoEModel, MLPModel, build_model, export_params
+from .train import Trainer, evaluate_batch, forward, gradients, runtime_info, to_float
+
+NAME = "torch"
+
+__all__ = [
+    "NAME",
+    "OPS",
+    "DynaMoELayer",
+    "DynaMoEModel",
+    "FeedForwardLayer",
+    "MLPModel",
+    "Trainer",
+    "build_model",
+    "evaluate_batch",
+    "export_params",
+    "forward",
+    "gradients",
+    "runtime_info",
+    "to_float",
+]

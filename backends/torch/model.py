@@ -1,0 +1,95 @@
+"""PyTorch networks of the spec (Section 3.4): DynaMoE and the MLP baseline, built from spec arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from backends.spec import forward as F
+from backends.spec.config import ModelConfig
+
+from .layers import OPS, DynaMoELayer, FeedForwardLayer, ParamGroup, torch_dtype
+
+
+class _Network(nn.Module):
+    """Input projection or embedding, residual layers, LayerNorm and head; names follow the spec."""
+
+    def __init__(self, cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32", device=None):
+        super().__init__()
+        self.cfg = cfg
+        group = {}
+        for name, value in params.items():
+            module, _, leaf = name.rpartition(".")
+            group.setdefault(module, {})[leaf] = value
+        if cfg.task == "lm":
+            self.embed = ParamGroup(group["embed"], dtype, device)
+        else:
+            self.input = ParamGroup(group["input"], dtype, device)
+        self.layers = nn.ModuleList(self._layer(group, i, dtype, device) for i in range(cfg.num_layers))
+        self.norm = ParamGroup(group["norm"], dtype, device)
+        self.head = ParamGroup(group["head"], dtype, device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.norm.gamma.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.norm.gamma.device
+
+    def forward_with_routing(self, x, noises=None):
+        """``(logits, routings)`` via ``spec.forward.model_forward``."""
+        return F.model_forward(OPS, dict(self.named_parameters()), x, self.cfg, noises)
+
+    def forward(self, x, noises=None):
+        return self.forward_with_routing(x, noises)[0]
+
+
+class DynaMoEModel(_Network):
+    """DynaMoE network: L residual ``DynaMoELayer``s with E_l experts from the schedule."""
+
+    def _layer(self, group, i, dtype, device):
+        e = group[f"layers.{i}.experts"]
+        return DynaMoELayer(self.cfg.router, group[f"layers.{i}.gate"]["weight"], e["w1"], e["b1"], e["w2"], e["b2"], dtype, device)
+
+
+class MLPModel(_Network):
+    """The dense MLP baseline: one ``FeedForwardLayer`` per layer."""
+
+    def _layer(self, group, i, dtype, device):
+        f = group[f"layers.{i}.ffn"]
+        return FeedForwardLayer(f["w1"], f["b1"], f["w2"], f["b2"], dtype, device)
+
+
+def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32", device=None) -> _Network:
+    """The network of ``cfg`` holding ``params`` (spec names and shapes; checked)."""
+    from backends.spec.init import check_params, param_shapes
+
+    check_params(cfg, {name: np.shape(value) for name, value in params.items()})
+    expected = param_shapes(cfg)
+    cls = DynaMoEModel if cfg.kind == "dynamoe" else MLPModel
+    torch_dtype(dtype)
+    return cls(cfg, {name: params[name] for name in expected}, dtype, device)
+
+
+def export_params(model: _Network) -> dict[str, np.ndarray]:
+    """The model's parameters as NumPy arrays under the spec's names (in the model's dtype)."""
+    return {name: p.detach().cpu().numpy().copy() for name, p in model.named_parameters()}
+
+
+def to_tensor(model: _Network, x) -> torch.Tensor:
+    """Inputs as tensors on the model's device: token ids as int64, features in the model's dtype."""
+    if model.cfg.task == "lm":
+        return torch.as_tensor(np.asarray(x), dtype=torch.int64, device=model.device)
+    return torch.as_tensor(np.asarray(x), dtype=model.dtype, device=model.device)
+
+
+def noise_tensors(model: _Network, noises):
+    if noises is None:
+        return None
+    return [torch.as_tensor(np.asarray(n), dtype=model.dtype, device=model.device) for n in noises]
+
+
+def labels_tensor(model: _Network, y) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(y), dtype=torch.int64, device=model.device)

@@ -1,0 +1,77 @@
+"""``spec.ops`` primitives in PyTorch."""
+
+from __future__ import annotations
+
+import torch
+
+
+class TorchOps:
+    name = "torch"
+
+    def __init__(self, dtype: torch.dtype = torch.float32):
+        self.dtype = dtype
+
+    def constant(self, value, like=None):
+        if like is None:
+            return torch.as_tensor(value, dtype=self.dtype)
+        return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+    def shape(self, x):
+        return tuple(x.shape)
+
+    def matmul(self, a, b):
+        return torch.matmul(a, b)
+
+    def exp(self, x):
+        return torch.exp(x)
+
+    def log(self, x):
+        return torch.log(x)
+
+    def sqrt(self, x):
+        return torch.sqrt(x)
+
+    def relu(self, x):
+        return torch.relu(x)
+
+    def max(self, x, axis, keepdims=False):
+        return torch.amax(x, dim=axis, keepdim=keepdims)
+
+    def sum(self, x, axis=None, keepdims=False):
+        return torch.sum(x) if axis is None else torch.sum(x, dim=axis, keepdim=keepdims)
+
+    def mean(self, x, axis=None, keepdims=False):
+        return torch.mean(x) if axis is None else torch.mean(x, dim=axis, keepdim=keepdims)
+
+    def where(self, cond, a, b):
+        return torch.where(cond, a, b)
+
+    def sort(self, x, axis=-1):
+        return torch.sort(x, dim=axis).values
+
+    def reshape(self, x, shape):
+        return torch.reshape(x, shape)
+
+    def expand_dims(self, x, axis):
+        return torch.unsqueeze(x, axis)
+
+    def transpose(self, x, axes):
+        return x.permute(*axes)
+
+    def logical_and(self, a, b):
+        return torch.logical_and(a, b)
+
+    def logical_or(self, a, b):
+        return torch.logical_or(a, b)
+
+    def to_float(self, x, like):
+        return x.to(like.dtype)
+
+    def take_rows(self, table, ids):
+        return torch.nn.functional.embedding(ids, table)
+
+    def one_hot_pick(self, logp, labels):
+        return torch.gather(logp, -1, labels.unsqueeze(-1)).squeeze(-1)
+
+    def stop_gradient(self, x):
+        return x.detach()

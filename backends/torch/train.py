@@ -1,0 +1,90 @@
+"""Training and evaluation in PyTorch: AdamW (``torch.optim.AdamW`` is ``spec.optim.adamw_update``),
+the learning rate handed in each step from ``spec.optim.learning_rate``."""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import torch
+
+from backends.spec import forward as F
+from backends.spec.config import TrainConfig
+
+from .layers import OPS
+from .model import _Network, labels_tensor, noise_tensors, to_tensor
+
+
+def _loss(model: _Network, x, y, noises):
+    logits, _ = model.forward_with_routing(x, noises)
+    return F.cross_entropy(OPS, logits, y)
+
+
+class Trainer:
+    """One AdamW step at a time; ``compile=True`` wraps the loss in ``torch.compile``."""
+
+    def __init__(self, model: _Network, cfg: TrainConfig, compile: bool = False):
+        self.model = model
+        self.cfg = cfg
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=False
+        )
+        self._loss = torch.compile(_loss, dynamic=False) if compile else _loss
+
+    def step(self, x, y, noises, lr: float) -> torch.Tensor:
+        """One optimiser step on batch (x, y) with per-layer gate noise; returns the loss (no host sync)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        model = self.model
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self._loss(model, to_tensor(model, x), labels_tensor(model, y), noise_tensors(model, noises))
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+
+def to_float(value) -> float:
+    return float(value)
+
+
+def forward(model: _Network, x, noises=None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """NumPy logits and per-layer selected masks."""
+    with torch.no_grad():
+        logits, routings = model.forward_with_routing(to_tensor(model, x), noise_tensors(model, noises))
+    return logits.cpu().numpy(), [r.mask.cpu().numpy() for r in routings]
+
+
+def gradients(model: _Network, x, y, noises=None) -> tuple[float, dict[str, np.ndarray]]:
+    """Mean cross-entropy and its gradient with respect to every parameter (spec names)."""
+    model.zero_grad(set_to_none=True)
+    loss = _loss(model, to_tensor(model, x), labels_tensor(model, y), noise_tensors(model, noises))
+    loss.backward()
+    grads = {name: p.grad.detach().cpu().numpy().copy() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return float(loss.detach()), grads
+
+
+def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray]]:
+    """Summed loss and correct predictions over the batch's targets, per-layer selection counts."""
+    with torch.no_grad():
+        labels = labels_tensor(model, y)
+        logits, routings = model.forward_with_routing(to_tensor(model, x))
+        targets = labels.numel()
+        loss_sum = F.cross_entropy(OPS, logits, labels) * targets
+        correct = F.correct_count(OPS, logits, labels)
+        counts = [r.mask.sum(dim=0) for r in routings]
+        return float(loss_sum), float(correct), [c.cpu().numpy() for c in counts]
+
+
+def runtime_info() -> dict:
+    """Framework version and device of this backend."""
+    info = {
+        "framework": "torch",
+        "torch": torch.__version__,
+        "device": "cpu",
+        "device_name": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info.update(cuda=torch.version.cuda, cuda_device=torch.cuda.get_device_name(0))
+    return info
