@@ -1,0 +1,41 @@
+"""DynaMoE in Keras 3: thin layers over ``backends.spec`` (names: ``backends.api``), one code path in
+``keras.ops`` for Keras's JAX and PyTorch backends (``NAME`` is ``keras-jax`` or ``keras-torch``).
+
+Keras reads ``KERAS_BACKEND`` once per process, at its first import; ``backends.load("keras-jax")``
+sets it. Imported directly with it unset, this package picks ``jax`` (Keras's own default, TensorFlow,
+is not a backend of this project).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras  # noqa: E402
+
+if keras.backend.backend() not in ("jax", "torch"):
+    raise ImportError(f"backends.keras runs Keras on jax or torch, not {keras.backend.backend()!r}: set KERAS_BACKEND=jax or torch")
+
+from .layers import OPS, DynaMoELayer, FeedForwardLayer  # noqa: E402
+from .model import DynaMoEModel, MLPModel, build_model, export_params  # noqa: E402
+from .train import Trainer, evaluate_batch, forward, gradients, runtime_info, to_float  # noqa: E402
+
+NAME = f"keras-{keras.backend.backend()}"
+
+__all__ = [
+    "NAME",
+    "OPS",
+    "DynaMoELayer",
+    "DynaMoEModel",
+    "FeedForwardLayer",
+    "MLPModel",
+    "Trainer",
+    "build_model",
+    "evaluate_batch",
+    "export_params",
+    "forward",
+    "gradients",
+    "runtime_info",
+    "to_float",
+]

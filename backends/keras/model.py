@@ -1,0 +1,144 @@
+"""Keras networks of the spec (Section 3.4): DynaMoE and the MLP baseline, built from spec arrays."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from backends.spec import forward as F
+from backends.spec.config import ModelConfig
+from backends.spec.init import check_params, param_shapes
+
+from .configs import model_config, to_dict
+from .layers import OPS, ArrayInitializer, DynaMoELayer, FeedForwardLayer, float_dtype, keras_name, spec_name
+
+
+class _Network(keras.Model):
+    """Input projection or embedding, residual layers, LayerNorm and head, evaluated by ``spec.forward``.
+
+    ``cfg`` is a ``ModelConfig`` or its ``configs.to_dict`` form (what ``get_config`` stores). The
+    network's own weights are named as in the spec (``input.weight``, ``norm.gamma``, ...); the blocks'
+    weights are ``layers.<i>.`` + their names. ``params`` (the spec's NumPy arrays, e.g.
+    ``spec.init_params``) builds the network at once from them; without it ``build`` uses Keras's
+    default initialisers. ``call(x, noises=None)`` returns the logits.
+    """
+
+    def __init__(self, cfg: ModelConfig | dict, params: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.cfg = model_config(cfg)
+        self.blocks = [self._layer(i) for i in range(self.cfg.num_layers)]
+        if params is not None:
+            self._build_with(params)
+
+    def _build_with(self, params: dict | None) -> None:
+        """Build now, from the spec's arrays if given, else with the default initialisers."""
+        self._initial = None if params is None else dict(params)
+        self.build(self.input_shape_of(self.cfg))
+        self._initial = None
+
+    def build_from_config(self, config):
+        # Only ``keras.saving.load_model`` calls this, and it assigns every weight right after: zeros
+        # from NumPy instead of Keras's random initialisers, which compile a kernel per shape on JAX.
+        self._build_with({name: np.zeros(shape) for name, shape in param_shapes(self.cfg).items()})
+
+    @staticmethod
+    def input_shape_of(cfg: ModelConfig) -> tuple:
+        return (None, None) if cfg.task == "lm" else (None, cfg.input_dim)
+
+    @staticmethod
+    def _block_params(params: dict | None, i: int) -> dict | None:
+        if params is None:
+            return None
+        prefix = f"layers.{i}."
+        return {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
+
+    def build(self, input_shape=None):
+        dtype, initial = float_dtype(self.variable_dtype), getattr(self, "_initial", None)
+        defaults = {"norm.gamma": "ones", "embed.weight": "random_normal"}
+        for name, shape in param_shapes(self.cfg).items():
+            if name.startswith("layers."):
+                continue
+            default = defaults.get(name, "zeros" if name.endswith(("bias", "beta")) else "glorot_uniform")
+            initializer = default if initial is None else ArrayInitializer(initial[name])
+            self.add_weight(shape=shape, initializer=initializer, name=keras_name(name), dtype=dtype)
+        for i, block in enumerate(self.blocks):
+            if not block.built:
+                block._build_with(self._block_params(initial, i))
+
+    def spec_variables(self) -> dict:
+        """``{spec name: keras.Variable}`` in ``spec.init.param_shapes`` order."""
+        if not self.built:
+            self.build()
+        own = {spec_name(v.name): v for v in self.weights}  # the blocks' names (gate.weight, ...) never clash with these
+        variables = {name: own[name] for name in ("embed.weight", "input.weight", "input.bias") if name in own}
+        for i, block in enumerate(self.blocks):
+            variables.update({f"layers.{i}.{name}": v for name, v in block.spec_variables().items()})
+        return variables | {name: own[name] for name in ("norm.gamma", "norm.beta", "head.weight", "head.bias")}
+
+    def set_params(self, params: dict) -> None:
+        """Assign the spec's NumPy arrays (all of them, spec names), rounded to the model's dtype by NumPy."""
+        for name, variable in self.spec_variables().items():
+            variable.assign(np.asarray(params[name], dtype=variable.dtype))
+
+    def params(self) -> dict:
+        """``{spec name: current value}`` (inside ``stateless_call``, the values it was handed)."""
+        return {name: v.value for name, v in self.spec_variables().items()}
+
+    def forward_with_routing(self, x, noises=None):
+        """``(logits, routings)`` via ``spec.forward.model_forward``."""
+        return F.model_forward(OPS, self.params(), x, self.cfg, noises)
+
+    def call(self, x, noises=None):
+        return self.forward_with_routing(x, noises)[0]
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(cfg=to_dict(self.cfg), dtype=self.dtype_policy.name)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="dynamoe")
+class DynaMoEModel(_Network):
+    """DynaMoE network: L residual ``DynaMoELayer``s with E_l experts from the schedule."""
+
+    def _layer(self, i: int) -> DynaMoELayer:
+        cfg = self.cfg
+        experts = cfg.experts_per_layer()[i]
+        return DynaMoELayer(cfg.router, experts, cfg.hidden_dim, cfg.expert_hidden, dtype=self.dtype_policy, name=f"layers_{i}")
+
+
+@keras.saving.register_keras_serializable(package="dynamoe")
+class MLPModel(_Network):
+    """The dense MLP baseline: one ``FeedForwardLayer`` per layer."""
+
+    def _layer(self, i: int) -> FeedForwardLayer:
+        return FeedForwardLayer(self.cfg.hidden_dim, self.cfg.mlp_hidden, dtype=self.dtype_policy, name=f"layers_{i}")
+
+
+def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32") -> _Network:
+    """The network of ``cfg`` holding ``params`` (spec names and shapes; checked)."""
+    check_params(cfg, {name: np.shape(value) for name, value in params.items()})
+    cls = DynaMoEModel if cfg.kind == "dynamoe" else MLPModel
+    return cls(cfg, params, dtype=float_dtype(dtype))
+
+
+def export_params(model: _Network) -> dict[str, np.ndarray]:
+    """The model's parameters as NumPy arrays under the spec's names (in the model's dtype)."""
+    return {name: np.array(keras.ops.convert_to_numpy(v.value)) for name, v in model.spec_variables().items()}
+
+
+def to_tensor(model: _Network, x):
+    """Inputs as tensors: token ids as int32, features in the model's dtype (rounded by NumPy)."""
+    if model.cfg.task == "lm":
+        return keras.ops.convert_to_tensor(np.asarray(x, dtype=np.int32))
+    return keras.ops.convert_to_tensor(np.asarray(x, dtype=model.compute_dtype))
+
+
+def noise_tensors(model: _Network, noises):
+    if noises is None:
+        return None
+    return [keras.ops.convert_to_tensor(np.asarray(n, dtype=model.compute_dtype)) for n in noises]
+
+
+def labels_tensor(y):
+    return keras.ops.convert_to_tensor(np.asarray(y, dtype=np.int32))

@@ -1,0 +1,101 @@
+"""``spec.ops`` primitives in ``keras.ops``: one implementation for Keras on JAX and on PyTorch."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+
+class KerasOps:
+    """``spec.ops.NumpyOps`` in ``keras.ops``; ``dtype`` is the float type of constants made without ``like``.
+
+    Every primitive has a static output shape (the routing's dynamic expert count is a mask), so the
+    same code runs eagerly and under ``jax.jit``.
+
+    Keras's type promotion (``keras.backend.result_type``) turns float64 into float32 outside TensorFlow
+    (keras-team/keras#23223, #23704), and the ops that call it lose float64: ``keras.ops.mean``
+    computes in float32 on every backend, ``keras.ops.matmul`` returns float32 on PyTorch, and a Python
+    scalar in ``keras.ops.where`` becomes a float32 tensor. So ``matmul`` is an ``einsum`` (same
+    contraction, dtype kept), ``mean`` is a sum over the static count, and ``where`` makes its scalars in
+    the other operand's dtype; the float64 parity tests guard the rest.
+    """
+
+    name = "keras"
+
+    def __init__(self, dtype: str = "float32"):
+        self.dtype = keras.backend.standardize_dtype(dtype)
+
+    def constant(self, value, like=None):
+        dtype = self.dtype if like is None else ops.dtype(like)
+        return ops.convert_to_tensor(np.asarray(value), dtype=dtype)
+
+    def shape(self, x) -> tuple[int, ...]:
+        return tuple(x.shape)
+
+    def matmul(self, a, b):
+        return ops.einsum("...ij,...jk->...ik", a, b)
+
+    def exp(self, x):
+        return ops.exp(x)
+
+    def log(self, x):
+        return ops.log(x)
+
+    def sqrt(self, x):
+        return ops.sqrt(x)
+
+    def relu(self, x):
+        return ops.relu(x)
+
+    def max(self, x, axis, keepdims=False):
+        return ops.amax(x, axis=axis, keepdims=keepdims)  # = max; Keras's torch ``max`` has an extra isinstance check
+
+    def sum(self, x, axis=None, keepdims=False):
+        return ops.sum(x, axis=axis, keepdims=keepdims)
+
+    def mean(self, x, axis=None, keepdims=False):
+        shape = tuple(x.shape)
+        axes = range(len(shape)) if axis is None else [axis] if isinstance(axis, int) else axis
+        return ops.sum(x, axis=axis, keepdims=keepdims) / math.prod([shape[a] for a in axes])
+
+    def where(self, cond, a, b):
+        if isinstance(b, (int, float)):
+            b = ops.convert_to_tensor(b, dtype=ops.dtype(a))
+        if isinstance(a, (int, float)):
+            a = ops.convert_to_tensor(a, dtype=ops.dtype(b))
+        return ops.where(cond, a, b)
+
+    def sort(self, x, axis=-1):
+        return ops.sort(x, axis=axis)
+
+    def reshape(self, x, shape):
+        return ops.reshape(x, shape)
+
+    def expand_dims(self, x, axis):
+        return ops.expand_dims(x, axis)
+
+    def transpose(self, x, axes):
+        return ops.transpose(x, axes)
+
+    def logical_and(self, a, b):
+        return ops.logical_and(a, b)
+
+    def logical_or(self, a, b):
+        return ops.logical_or(a, b)
+
+    def to_float(self, x, like):
+        return ops.cast(x, ops.dtype(like))
+
+    def take_rows(self, table, ids):
+        """``table[ids]``: embedding lookup of integer ids."""
+        return ops.take(table, ids, axis=0)
+
+    def one_hot_pick(self, logp, labels):
+        """``logp[..., labels]`` picked per row: the log-probability of each row's label."""
+        return ops.squeeze(ops.take_along_axis(logp, ops.expand_dims(labels, -1), axis=-1), axis=-1)
+
+    def stop_gradient(self, x):
+        return ops.stop_gradient(x)
