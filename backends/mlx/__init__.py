@@ -1,0 +1,26 @@
+"""DynaMoE in MLX: thin modules over ``backends.spec`` (names: ``backends.api``)."""
+
+from .layers import OPS, DynaMoELayer, FeedForwardLayer
+from .model import DynaMoEModel, MLPModel, build_model, export_params, load_weights, save_weights
+from .train import Trainer, evaluate_batch, forward, gradients, runtime_info, to_float
+
+NAME = "mlx"
+
+__all__ = [
+    "NAME",
+    "OPS",
+    "DynaMoELayer",
+    "DynaMoEModel",
+    "FeedForwardLayer",
+    "MLPModel",
+    "Trainer",
+    "build_model",
+    "evaluate_batch",
+    "export_params",
+    "forward",
+    "gradients",
+    "load_weights",
+    "runtime_info",
+    "save_weights",
+    "to_float",
+]

@@ -1,0 +1,111 @@
+"""MLX networks of the spec (Section 3.4): DynaMoE and the MLP baseline, built from spec arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten
+
+from backends.spec import forward as F
+from backends.spec.config import ModelConfig
+from backends.spec.init import check_params, param_shapes
+
+from .layers import OPS, DynaMoELayer, FeedForwardLayer, ParamGroup, dtype_name, to_mlx
+
+
+class _Network(nn.Module):
+    """Input projection or embedding, residual layers, LayerNorm and head; parameter paths are the spec's names."""
+
+    def __init__(self, cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32"):
+        super().__init__()
+        self.cfg = cfg
+        group: dict[str, dict] = {}
+        for name, value in params.items():
+            module, _, leaf = name.rpartition(".")
+            group.setdefault(module, {})[leaf] = value
+        if cfg.task == "lm":
+            self.embed = ParamGroup(group["embed"], dtype)
+        else:
+            self.input = ParamGroup(group["input"], dtype)
+        self.layers = [self._layer(group, i, dtype) for i in range(cfg.num_layers)]
+        self.norm = ParamGroup(group["norm"], dtype)
+        self.head = ParamGroup(group["head"], dtype)
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.norm.gamma.dtype
+
+    def named_parameters(self) -> dict[str, mx.array]:
+        """Every parameter under its spec name (``layers.0.gate.weight``, ...)."""
+        return dict(tree_flatten(self.parameters()))
+
+    def forward_with_routing(self, x, noises=None):
+        """``(logits, routings)`` via ``spec.forward.model_forward``."""
+        return F.model_forward(OPS, self.named_parameters(), x, self.cfg, noises)
+
+    def __call__(self, x, noises=None):
+        return self.forward_with_routing(x, noises)[0]
+
+
+class DynaMoEModel(_Network):
+    """DynaMoE network: L residual ``DynaMoELayer``s with E_l experts from the schedule."""
+
+    def _layer(self, group, i, dtype):
+        e = group[f"layers.{i}.experts"]
+        return DynaMoELayer(self.cfg.router, group[f"layers.{i}.gate"]["weight"], e["w1"], e["b1"], e["w2"], e["b2"], dtype)
+
+
+class MLPModel(_Network):
+    """The dense MLP baseline: one ``FeedForwardLayer`` per layer."""
+
+    def _layer(self, group, i, dtype):
+        f = group[f"layers.{i}.ffn"]
+        return FeedForwardLayer(f["w1"], f["b1"], f["w2"], f["b2"], dtype)
+
+
+def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32") -> _Network:
+    """The network of ``cfg`` holding ``params`` (spec names and shapes; checked)."""
+    check_params(cfg, {name: np.shape(value) for name, value in params.items()})
+    dtype_name(dtype)
+    cls = DynaMoEModel if cfg.kind == "dynamoe" else MLPModel
+    return cls(cfg, {name: params[name] for name in param_shapes(cfg)}, dtype)
+
+
+def export_params(model: _Network) -> dict[str, np.ndarray]:
+    """The model's parameters as NumPy arrays under the spec's names (in the model's dtype, spec order)."""
+    named = model.named_parameters()
+    return {name: np.array(named[name]) for name in param_shapes(model.cfg)}
+
+
+def save_weights(model: _Network, path) -> None:
+    """Write the parameters to ``path`` (``.npz``, or ``.safetensors`` for float32) under the spec's names."""
+    if Path(path).suffix == ".safetensors" and model.dtype == mx.float64:
+        raise ValueError("MLX's safetensors writer has no float64: save a float64 model as .npz")
+    model.save_weights(str(path))
+
+
+def load_weights(model: _Network, path) -> _Network:
+    """Load parameters written by ``save_weights`` into ``model`` (names and shapes checked; dtype kept)."""
+    loaded = mx.load(str(path))
+    check_params(model.cfg, {name: value.shape for name, value in loaded.items()})
+    model.load_weights([(name, value.astype(model.dtype)) for name, value in loaded.items()], strict=True)
+    mx.eval(model.parameters())
+    return model
+
+
+def to_array(model: _Network, x) -> mx.array:
+    """Inputs as MLX arrays: token ids as int32, features in the model's dtype."""
+    if model.cfg.task == "lm":
+        return mx.array(np.asarray(x, dtype=np.int32))
+    return to_mlx(x, model.dtype)
+
+
+def noise_arrays(model: _Network, noises) -> list[mx.array] | None:
+    return None if noises is None else [to_mlx(n, model.dtype) for n in noises]
+
+
+def labels_array(y) -> mx.array:
+    return mx.array(np.asarray(y, dtype=np.int32))

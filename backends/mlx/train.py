@@ -1,0 +1,144 @@
+"""Training and evaluation in MLX: AdamW (``AdamW`` below is ``spec.optim.adamw_update``), the learning
+rate handed in each step from ``spec.optim.learning_rate``."""
+
+from __future__ import annotations
+
+import platform
+from functools import partial
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten
+
+from backends.spec import forward as F
+from backends.spec.config import TrainConfig
+
+from .layers import OPS
+from .model import _Network, labels_array, noise_arrays, to_array
+
+
+def _loss(model: _Network, x, y, noises):
+    logits, _ = model.forward_with_routing(x, noises)
+    return F.cross_entropy(OPS, logits, y)
+
+
+class AdamW(optim.Optimizer):
+    """``spec.optim.adamw_update`` on MLX's optimiser machinery (state trees, ``update(model, grads)``).
+
+    ``p <- p (1 - lr wd)``; ``m``, ``v`` as Adam; ``p <- p - lr (m / c1) / (sqrt(v / c2) + eps)`` with
+    ``c1 = 1 - b1^t``, ``c2 = 1 - b2^t``. ``mlx.optimizers.AdamW(bias_correction=True)`` is the same
+    formula but evaluates ``b2^t`` from ``b2`` rounded to float32 (0.999 -> 0.99900001), so ``1 - b2^t``
+    is off by 1.3e-5 and every step by 6e-6 relative. Here ``lr``, ``c1`` and ``c2`` are computed on the
+    host in double precision by ``begin_step`` and held in the state as arrays of the model's dtype:
+    inputs of a compiled step, so new values each step cause no recompilation.
+    """
+
+    def __init__(self, cfg: TrainConfig, dtype: mx.Dtype = mx.float32):
+        super().__init__()
+        self.cfg = cfg
+        self.dtype = dtype
+        self.steps = 0  # host-side count t of the steps begun
+        self._set_scalars(cfg.lr, 1.0, 1.0)
+
+    def _set_scalars(self, lr: float, c1: float, c2: float) -> None:
+        for key, value in (("learning_rate", lr), ("bias_correction1", c1), ("bias_correction2", c2)):
+            self.state[key] = mx.array(value, dtype=self.dtype)
+
+    def begin_step(self, lr: float) -> None:
+        """Set the learning rate and the bias corrections of the next step (``t = steps + 1``)."""
+        self.steps += 1
+        self._set_scalars(lr, 1.0 - self.cfg.beta1**self.steps, 1.0 - self.cfg.beta2**self.steps)
+
+    def init_single(self, parameter: mx.array, state: dict) -> None:
+        state["m"] = mx.zeros_like(parameter)
+        state["v"] = mx.zeros_like(parameter)
+
+    def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
+        cfg, lr = self.cfg, self.state["learning_rate"]
+        parameter = parameter * (1.0 - lr * cfg.weight_decay)
+        state["m"] = m = cfg.beta1 * state["m"] + (1.0 - cfg.beta1) * gradient
+        state["v"] = v = cfg.beta2 * state["v"] + (1.0 - cfg.beta2) * mx.square(gradient)
+        m_hat, v_hat = m / self.state["bias_correction1"], v / self.state["bias_correction2"]
+        return parameter - lr * m_hat / (mx.sqrt(v_hat) + cfg.eps)
+
+
+class Trainer:
+    """One AdamW step at a time; ``compile=True`` compiles the whole step (loss, gradients, update).
+
+    The compiled step captures the model's and the optimiser's state as implicit inputs and outputs
+    (MLX's documented pattern), so it is traced once per input structure and shape; ``traces`` counts
+    the traces (eager: one per step).
+    """
+
+    def __init__(self, model: _Network, cfg: TrainConfig, compile: bool = False):
+        self.model = model
+        self.cfg = cfg
+        self.optimizer = AdamW(cfg, model.dtype)
+        self.optimizer.init(model.trainable_parameters())  # the state's structure is fixed before compiling
+        self.traces = 0
+        self._state = [model.state, self.optimizer.state]
+        self._grad = nn.value_and_grad(model, _loss)
+        self._step = partial(mx.compile, inputs=self._state, outputs=self._state)(self._update) if compile else self._update
+
+    def _update(self, x, y, noises):
+        self.traces += 1  # Python side effect: runs only while MLX traces a compiled step
+        loss, grads = self._grad(self.model, x, y, noises or None)
+        self.optimizer.update(self.model, grads)
+        return loss
+
+    def step(self, x, y, noises, lr: float) -> mx.array:
+        """One optimiser step on batch (x, y) with per-layer gate noise; returns the loss (no host sync).
+
+        The updated state is evaluated (``mx.eval``) so that the lazy graph does not grow across steps.
+        """
+        model = self.model
+        self.optimizer.begin_step(lr)
+        loss = self._step(to_array(model, x), labels_array(y), noise_arrays(model, noises) or [])
+        mx.eval(loss, self._state)
+        return loss
+
+
+def to_float(value) -> float:
+    return float(value.item()) if isinstance(value, mx.array) else float(value)
+
+
+def forward(model: _Network, x, noises=None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """NumPy logits and per-layer selected masks."""
+    logits, routings = model.forward_with_routing(to_array(model, x), noise_arrays(model, noises))
+    masks = [r.mask for r in routings]
+    mx.eval(logits, masks)
+    return np.array(logits), [np.array(m) for m in masks]
+
+
+def gradients(model: _Network, x, y, noises=None) -> tuple[float, dict[str, np.ndarray]]:
+    """Mean cross-entropy and its gradient with respect to every parameter (spec names)."""
+    loss, grads = nn.value_and_grad(model, _loss)(model, to_array(model, x), labels_array(y), noise_arrays(model, noises))
+    flat = dict(tree_flatten(grads))
+    mx.eval(loss, flat)
+    return float(loss.item()), {name: np.array(g) for name, g in flat.items()}
+
+
+def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray]]:
+    """Summed loss and correct predictions over the batch's targets, per-layer selection counts."""
+    labels = labels_array(y)
+    logits, routings = model.forward_with_routing(to_array(model, x))
+    loss_sum = F.cross_entropy(OPS, logits, labels) * labels.size
+    correct = F.correct_count(OPS, logits, labels)
+    counts = [mx.sum(r.mask, axis=0) for r in routings]
+    mx.eval(loss_sum, correct, counts)
+    return float(loss_sum.item()), float(correct.item()), [np.array(c) for c in counts]
+
+
+def runtime_info() -> dict:
+    """Framework version and device of this backend."""
+    device = mx.default_device()
+    return {
+        "framework": "mlx",
+        "mlx": mx.__version__,
+        "device": "gpu" if device.type == mx.gpu else "cpu",
+        "device_name": platform.processor() or platform.machine(),
+        "metal": bool(mx.metal.is_available()),
+        "cuda": bool(hasattr(mx, "cuda") and mx.cuda.is_available()),
+    }
