@@ -1,0 +1,1 @@
+"""The DynaMoE reproduction harness: data, training loops, experiments, results, reports (``python -m harness``)."""

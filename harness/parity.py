@@ -1,0 +1,171 @@
+"""Comparison measures used by the parity tests and ``python -m harness parity``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backends.spec.routing import gate_threshold
+
+
+def max_abs_error(a, ref) -> float:
+    return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(ref, dtype=np.float64))))
+
+
+def max_rel_error(a, ref) -> float:
+    """``max|a - ref| / max|ref|``: the error relative to the tensor's scale (robust to zeros in ref)."""
+    scale = float(np.max(np.abs(np.asarray(ref, dtype=np.float64))))
+    return max_abs_error(a, ref) / (scale if scale > 0 else 1.0)
+
+
+def norm_rel_error(a, ref) -> float:
+    """``||a - ref|| / ||ref||`` (Frobenius), used for gradients."""
+    a, ref = np.asarray(a, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    scale = float(np.linalg.norm(ref))
+    return float(np.linalg.norm(a - ref)) / (scale if scale > 0 else 1.0)
+
+
+def near_threshold_tokens(noisy_gates, tau: float, scope: str, tol: float = 1e-6) -> np.ndarray:
+    """Tokens (bool, (N,)) with a gate within ``tol`` of the threshold or of another gate at a rank
+    boundary: the only tokens whose selected set may legitimately differ between float orders."""
+    g = np.asarray(noisy_gates, dtype=np.float64)
+    thr = np.asarray(gate_threshold(g, tau, scope))
+    near = np.abs(g - thr) <= tol
+    srt = np.sort(g, axis=1)
+    near_tie = np.zeros(len(g), dtype=bool) if g.shape[1] < 2 else (np.diff(srt, axis=1) <= tol).any(axis=1)
+    return near.any(axis=1) | near_tie
+
+
+def mask_disagreement(mask, ref_mask, noisy_gates_ref, tau: float, scope: str, tol: float = 1e-6) -> tuple[int, int]:
+    """``(differing, unexplained)``: tokens whose selected set differs from the reference's, and of those
+    the ones with no gate within ``tol`` of the threshold or of a tie (those are real disagreements)."""
+    differs = (np.asarray(mask, dtype=bool) != np.asarray(ref_mask, dtype=bool)).any(axis=1)
+    near = near_threshold_tokens(noisy_gates_ref, tau, scope, tol)
+    return int(differs.sum()), int((differs & ~near).sum())
+
+
+# --- the backend x backend matrix (``python -m harness parity``) -------------------------------------
+
+TOLERANCES = {
+    "forward_float32_rel": 1e-5,  # ~10 float32 matmuls of width <= 784: ~1e-6 of the logits' scale
+    "forward_float64_abs": 1e-10,  # same formulas, other summation order: ~1e-15
+    "mask_unexplained": 0,  # differing selections allowed only for gates within 1e-6 of the threshold
+    "gradient_float32_rel": 1e-4,
+    "gradient_float64_rel": 1e-10,
+    "trajectory_float32_rel": 1e-3,  # at every step
+}
+TRAJECTORY_REPORT = 1e-6  # the matrix also reports the first step where two trajectories part by more
+
+
+def run_workers(names: list[str], steps: int, workdir) -> dict[str, dict]:
+    """Run ``harness.parity_worker`` for each backend in its own process; returns its arrays by backend."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    results = {}
+    for name in names:
+        path = Path(workdir) / f"{name}.npz"
+        env = dict(os.environ)
+        if name.startswith("keras-"):
+            env["KERAS_BACKEND"] = name.split("-", 1)[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness.parity_worker", name, str(steps), str(path)], env=env, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"parity worker for {name} failed:\n{proc.stderr[-4000:]}")
+        with np.load(path) as data:
+            results[name] = {key: data[key] for key in data.files}
+    return results
+
+
+def _reference(case: str):
+    from backends import reference
+    from backends.spec import init_params
+    from harness.parity_worker import CONFIGS, case_inputs
+
+    cfg = CONFIGS[case]
+    x, _, noises = case_inputs(cfg)
+    params = init_params(cfg, 7)
+    out = {}
+    for mode, noise in (("eval", None), ("train", noises)):
+        logits, routings = reference.forward(params, x, cfg, noise)
+        out[mode] = (logits, routings, noise)
+    return cfg, out
+
+
+def compare(results: dict[str, dict]) -> dict:
+    """Every backend against the float64 reference, and every pair of backends against each other."""
+    from harness.parity_worker import CONFIGS, DTYPES
+
+    names = list(results)
+    per_backend: dict[str, dict] = {name: {} for name in names}
+    for case in CONFIGS:
+        cfg, ref = _reference(case)
+        for name in names:
+            r = results[name]
+            entry = per_backend[name]
+            for mode, (logits, routings, noise) in ref.items():
+                rel32 = max_rel_error(r[f"{case}/float32/{mode}/logits"], logits)
+                abs64 = max_abs_error(r[f"{case}/float64/{mode}/logits"], logits)
+                entry["forward_float32_rel"] = max(entry.get("forward_float32_rel", 0.0), rel32)
+                entry["forward_float64_abs"] = max(entry.get("forward_float64_abs", 0.0), abs64)
+                for dtype in DTYPES:
+                    for layer, routing in enumerate(routings):
+                        noisy = routing.probs if noise is None else routing.probs + noise[layer]
+                        differing, unexplained = mask_disagreement(
+                            r[f"{case}/{dtype}/{mode}/mask{layer}"], routing.mask, noisy, cfg.router.tau, cfg.router.scope
+                        )
+                        entry[f"mask_differing_{dtype}"] = entry.get(f"mask_differing_{dtype}", 0) + differing
+                        entry["mask_unexplained"] = entry.get("mask_unexplained", 0) + unexplained
+    pairs: dict[str, dict] = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            ra, rb = results[a], results[b]
+            pair = {}
+            for dtype in DTYPES:
+                keys = [k for k in ra if k.split("/")[1:3] == [dtype, "grad"]]
+                pair[f"gradient_{dtype}_rel"] = max(norm_rel_error(ra[k], rb[k]) for k in keys)
+            la, lb = ra["trajectory/losses"], rb["trajectory/losses"]
+            rel = np.abs(la - lb) / np.abs(lb)
+            pair["trajectory_float32_rel"] = float(rel.max())
+            parted = np.flatnonzero(rel > TRAJECTORY_REPORT)
+            pair["trajectory_first_step_over_1e-6"] = int(parted[0]) if len(parted) else None
+            pairs[f"{a} | {b}"] = pair
+    return {"backends": per_backend, "pairs": pairs}
+
+
+def verdicts(matrix: dict) -> list[str]:
+    """The tolerance violations of a matrix (empty when everything is within tolerance)."""
+    failures = []
+    for name, entry in matrix["backends"].items():
+        for key in ("forward_float32_rel", "forward_float64_abs", "mask_unexplained"):
+            if entry[key] > TOLERANCES[key]:
+                failures.append(f"{name}: {key} = {entry[key]:.3g} > {TOLERANCES[key]:g}")
+    for pair, entry in matrix["pairs"].items():
+        for key in ("gradient_float32_rel", "gradient_float64_rel", "trajectory_float32_rel"):
+            if entry[key] > TOLERANCES[key]:
+                failures.append(f"{pair}: {key} = {entry[key]:.3g} > {TOLERANCES[key]:g}")
+    return failures
+
+
+def format_matrix(matrix: dict) -> str:
+    lines = [
+        "vs the float64 reference",
+        f"{'backend':12} {'fwd f32 rel':>12} {'fwd f64 abs':>12} {'masks differ f32/f64':>21} {'unexplained':>12}",
+    ]
+    for name, e in matrix["backends"].items():
+        masks = f"{e['mask_differing_float32']}/{e['mask_differing_float64']}"
+        lines.append(f"{name:12} {e['forward_float32_rel']:12.2e} {e['forward_float64_abs']:12.2e} {masks:>21} {e['mask_unexplained']:12d}")
+    lines += [
+        "",
+        "between backends",
+        f"{'pair':26} {'grad f32 rel':>12} {'grad f64 rel':>12} {'traj f32 rel':>12} {'first step > 1e-6':>18}",
+    ]
+    for pair, e in matrix["pairs"].items():
+        first = e["trajectory_first_step_over_1e-6"]
+        lines.append(
+            f"{pair:26} {e['gradient_float32_rel']:12.2e} {e['gradient_float64_rel']:12.2e} {e['trajectory_float32_rel']:12.2e} "
+            f"{'never' if first is None else first:>18}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""The backend-neutral training and evaluation loops: every random number from ``backends.spec.rng``.
+
+Step ``s`` (0-based, counted over all epochs) uses the batch ``rng.batches(seed, epoch, n, B)``, the
+gate noise ``rng.gate_noise(seed, s, layer, ...)`` of every DynaMoE layer and the learning rate
+``optim.learning_rate(s, total_steps)``; the backend only evaluates. Two backends given the same seed
+therefore see the same batches, noise and learning rates.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import backends
+from backends.spec import rng
+from backends.spec.config import ModelConfig, TrainConfig
+from backends.spec.init import init_params
+from backends.spec.optim import learning_rate
+from backends.spec.stats import layer_stats
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    train_loss: float
+    test_loss: float
+    test_accuracy: float
+    perplexity: float
+    seconds: float
+    layers: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def tokens_per_sample(cfg: ModelConfig, x: np.ndarray) -> int:
+    """Routing tokens a sample contributes: 1 image, or its sequence length in language modelling."""
+    return int(x.shape[1]) if cfg.task == "lm" else 1
+
+
+def step_noises(cfg: ModelConfig, seed: int, step: int, tokens: int) -> list[np.ndarray] | None:
+    """Gate noise of every DynaMoE layer at ``step`` (Eq. 7), or ``None`` (MLP, or sigma = 0)."""
+    sigma = cfg.router.noise_std
+    if cfg.kind != "dynamoe" or sigma == 0:
+        return None
+    return [rng.gate_noise(seed, step, layer, (tokens, experts), sigma) for layer, experts in enumerate(cfg.experts_per_layer())]
+
+
+def evaluate(backend, model, cfg: ModelConfig, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+    """Loss, accuracy, perplexity and per-layer routing statistics over fixed, in-order batches.
+
+    Batch-scope routing makes a token's experts depend on its batch-mates, so evaluation always uses
+    the same batches: ``batch_size`` consecutive samples in dataset order.
+    """
+    loss_sum = correct = 0.0
+    counts: list[np.ndarray] | None = None
+    for start in range(0, len(x), batch_size):
+        b_loss, b_correct, b_counts = backend.evaluate_batch(model, x[start : start + batch_size], y[start : start + batch_size])
+        loss_sum += b_loss
+        correct += b_correct
+        counts = b_counts if counts is None else [a + b for a, b in zip(counts, b_counts)]
+    targets = y.size
+    tokens = len(x) * tokens_per_sample(cfg, x)
+    loss = loss_sum / targets
+    return {
+        "loss": loss,
+        "accuracy": correct / targets,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "layers": [layer_stats(c, tokens) for c in counts or []],
+    }
+
+
+def train(
+    backend_name: str,
+    cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    data,
+    seed: int,
+    *,
+    compile: bool = False,
+    dtype: str = "float32",
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> tuple[list[EpochResult], object]:
+    """Train ``cfg`` on ``data`` (``x_train``, ``y_train``, ``x_test``, ``y_test``) with one backend.
+
+    Returns the per-epoch results and the trained model. ``on_step(step_in_epoch, steps_per_epoch)``
+    and ``on_epoch(result)`` report progress.
+    """
+    backend = backends.load(backend_name)
+    model = backend.build_model(cfg, init_params(cfg, seed), dtype)
+    trainer = backend.Trainer(model, train_cfg, compile=compile)
+    n = len(data.x_train)
+    steps_per_epoch = math.ceil(n / train_cfg.batch_size)
+    total = steps_per_epoch * train_cfg.epochs
+    per_sample = tokens_per_sample(cfg, data.x_train)
+    history: list[EpochResult] = []
+    step = 0
+    for epoch in range(train_cfg.epochs):
+        start = time.perf_counter()
+        losses = []
+        for i, idx in enumerate(rng.batches(seed, epoch, n, train_cfg.batch_size)):
+            noises = step_noises(cfg, seed, step, len(idx) * per_sample)
+            losses.append(trainer.step(data.x_train[idx], data.y_train[idx], noises, learning_rate(step, total, train_cfg)))
+            step += 1
+            if on_step:
+                on_step(i + 1, steps_per_epoch)
+        train_loss = float(np.mean([backend.to_float(v) for v in losses]))
+        seconds = time.perf_counter() - start
+        ev = evaluate(backend, model, cfg, data.x_test, data.y_test, train_cfg.eval_batch_size)
+        result = EpochResult(epoch + 1, train_loss, ev["loss"], ev["accuracy"], ev["perplexity"], seconds, ev["layers"])
+        history.append(result)
+        if on_epoch:
+            on_epoch(result)
+    return history, model
