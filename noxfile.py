@@ -8,6 +8,8 @@ already holds the frameworks, and re-installing PyTorch per session would cost m
 
 from __future__ import annotations
 
+import sys
+
 import nox
 
 nox.options.sessions = ["tests-spec", "tests-torch", "tests-keras-jax", "tests-keras-torch", "tests-mlx", "parity", "lint"]
@@ -26,7 +28,7 @@ def _backend_session(backend: str):
     env, marks = BACKEND_TESTS[backend]
 
     def session(session: nox.Session) -> None:
-        session.run("python", "-m", "pytest", "-m", marks, *session.posargs, env=env)
+        session.run(sys.executable, "-m", "pytest", "-m", marks, *session.posargs, env=env)
 
     session.__doc__ = (
         "The spec, reference, data and harness tests (no framework)" if backend == "spec" else f"The {backend} backend's tests"
@@ -41,10 +43,10 @@ for _backend in BACKEND_TESTS:
 @nox.session(python=False)
 def parity(session: nox.Session) -> None:
     """The cross-backend parity matrix: the tests, then the matrix written under results/parity/."""
-    session.run("python", "-m", "pytest", "-m", "parity", *session.posargs)
-    session.run("python", "-m", "harness", "parity", "--quick")
+    session.run(sys.executable, "-m", "pytest", "-m", "parity", *session.posargs)
+    session.run(sys.executable, "-m", "harness", "parity", "--quick")
 
 
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
-    session.run("python", "-m", "ruff", "check", "backends", "harness", "tests", "noxfile.py")
+    session.run(sys.executable, "-m", "ruff", "check", "backends", "harness", "tests", "noxfile.py")

@@ -39,16 +39,37 @@ def main(args) -> int:
         print("error: no backend is installed: pip install -e '.[torch]' (see README)", file=sys.stderr)
         return 2
     dataset = _dataset(args)
-    print(f"Table 4 (Fashion-MNIST, Small) on {', '.join(names)}: {args.num_samples:,} training images, {args.epochs} epochs "
-          f"(the paper: 60,000 images, 20 epochs), seed {args.seed}\n", flush=True)
+    print(
+        f"Table 4 (Fashion-MNIST, Small) on {', '.join(names)}: {args.num_samples:,} training images, {args.epochs} epochs "
+        f"(the paper: 60,000 images, 20 epochs), seed {args.seed}\n",
+        flush=True,
+    )
     measured: dict[tuple[str, str], dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             env = dict(os.environ, **({"KERAS_BACKEND": name.split("-", 1)[1]} if name.startswith("keras-") else {}))
             for row, extra in RUNS.items():
                 out = Path(tmp) / f"{name}-{row}.json"
-                cmd = [sys.executable, "-m", "harness", "train", "--backend", name, "--dataset", dataset, "--epochs", str(args.epochs),
-                       "--num-samples", str(args.num_samples), "--seed", str(args.seed), "--json-out", str(out), "--quiet", *extra]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "harness",
+                    "train",
+                    "--backend",
+                    name,
+                    "--dataset",
+                    dataset,
+                    "--epochs",
+                    str(args.epochs),
+                    "--num-samples",
+                    str(args.num_samples),
+                    "--seed",
+                    str(args.seed),
+                    "--json-out",
+                    str(out),
+                    "--quiet",
+                    *extra,
+                ]
                 if name in ("keras-jax", "mlx"):
                     cmd.append("--compile")
                 if args.data_dir:

@@ -51,9 +51,13 @@ TOLERANCES = {
     "mask_unexplained": 0,  # differing selections allowed only for gates within 1e-6 of the threshold
     "gradient_float32_rel": 1e-4,
     "gradient_float64_rel": 1e-10,
-    "trajectory_float32_rel": 1e-3,  # at every step
+    "trajectory_float64_rel": 1e-8,  # at every step: same batches, noise and optimiser formula
+    "trajectory_float32_rel": 1e-3,  # at every step of the first TRAJECTORY_FLOAT32_STEPS
 }
-TRAJECTORY_REPORT = 1e-6  # the matrix also reports the first step where two trajectories part by more
+# float32 trajectories part slowly (Adam normalises float32 noise of near-zero gradients to lr-sized
+# steps, and the discrete routing amplifies it); the 1e-3 bound is enforced over this many steps and the
+# whole trajectory's divergence is reported, with the first step over 1e-6 and over 1e-3.
+TRAJECTORY_FLOAT32_STEPS = 20
 
 
 def run_workers(names: list[str], steps: int, workdir) -> dict[str, dict]:
@@ -126,11 +130,15 @@ def compare(results: dict[str, dict]) -> dict:
             for dtype in DTYPES:
                 keys = [k for k in ra if k.split("/")[1:3] == [dtype, "grad"]]
                 pair[f"gradient_{dtype}_rel"] = max(norm_rel_error(ra[k], rb[k]) for k in keys)
-            la, lb = ra["trajectory/losses"], rb["trajectory/losses"]
-            rel = np.abs(la - lb) / np.abs(lb)
-            pair["trajectory_float32_rel"] = float(rel.max())
-            parted = np.flatnonzero(rel > TRAJECTORY_REPORT)
-            pair["trajectory_first_step_over_1e-6"] = int(parted[0]) if len(parted) else None
+            for dtype in DTYPES:
+                la, lb = ra[f"trajectory/{dtype}/losses"], rb[f"trajectory/{dtype}/losses"]
+                rel = np.abs(la - lb) / np.abs(lb)
+                pair[f"trajectory_{dtype}_max_rel"] = float(rel.max())
+                for bound in (1e-6, 1e-3):
+                    parted = np.flatnonzero(rel > bound)
+                    pair[f"trajectory_{dtype}_first_step_over_{bound:g}"] = int(parted[0]) if len(parted) else None
+                head = rel if dtype == "float64" else rel[:TRAJECTORY_FLOAT32_STEPS]
+                pair[f"trajectory_{dtype}_rel"] = float(head.max())
             pairs[f"{a} | {b}"] = pair
     return {"backends": per_backend, "pairs": pairs}
 
@@ -143,7 +151,7 @@ def verdicts(matrix: dict) -> list[str]:
             if entry[key] > TOLERANCES[key]:
                 failures.append(f"{name}: {key} = {entry[key]:.3g} > {TOLERANCES[key]:g}")
     for pair, entry in matrix["pairs"].items():
-        for key in ("gradient_float32_rel", "gradient_float64_rel", "trajectory_float32_rel"):
+        for key in ("gradient_float32_rel", "gradient_float64_rel", "trajectory_float64_rel", "trajectory_float32_rel"):
             if entry[key] > TOLERANCES[key]:
                 failures.append(f"{pair}: {key} = {entry[key]:.3g} > {TOLERANCES[key]:g}")
     return failures
@@ -159,13 +167,18 @@ def format_matrix(matrix: dict) -> str:
         lines.append(f"{name:12} {e['forward_float32_rel']:12.2e} {e['forward_float64_abs']:12.2e} {masks:>21} {e['mask_unexplained']:12d}")
     lines += [
         "",
-        "between backends",
-        f"{'pair':26} {'grad f32 rel':>12} {'grad f64 rel':>12} {'traj f32 rel':>12} {'first step > 1e-6':>18}",
+        "between backends (trajectories: max relative difference, first step over 1e-6 and 1e-3;",
+        f"the float32 bound holds over the first {TRAJECTORY_FLOAT32_STEPS} steps)",
+        f"{'pair':26} {'grad f32':>9} {'grad f64':>9} {'traj f64':>9} {'f64 >1e-6':>9} {'traj f32':>9} {'f32 >1e-6':>9} {'f32 >1e-3':>9}",
     ]
+
+    def step(value):
+        return "never" if value is None else str(value)
+
     for pair, e in matrix["pairs"].items():
-        first = e["trajectory_first_step_over_1e-6"]
         lines.append(
-            f"{pair:26} {e['gradient_float32_rel']:12.2e} {e['gradient_float64_rel']:12.2e} {e['trajectory_float32_rel']:12.2e} "
-            f"{'never' if first is None else first:>18}"
+            f"{pair:26} {e['gradient_float32_rel']:9.1e} {e['gradient_float64_rel']:9.1e} {e['trajectory_float64_max_rel']:9.1e} "
+            f"{step(e['trajectory_float64_first_step_over_1e-06']):>9} {e['trajectory_float32_max_rel']:9.1e} "
+            f"{step(e['trajectory_float32_first_step_over_1e-06']):>9} {step(e['trajectory_float32_first_step_over_0.001']):>9}"
         )
     return "\n".join(lines)

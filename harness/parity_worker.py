@@ -2,7 +2,7 @@
 
 ``python -m harness.parity_worker BACKEND STEPS OUT.npz [DEVICE]`` evaluates, on the spec's weights and
 inputs, the forward (float32 and float64, evaluation and training mode), the selected masks, the
-gradients of every parameter, and a ``STEPS``-step float32 training trajectory, and saves them.
+gradients of every parameter, and a ``STEPS``-step training trajectory in float32 and in float64, and saves them.
 """
 
 from __future__ import annotations
@@ -66,13 +66,14 @@ def run(name: str, steps: int, device: str | None = None) -> dict[str, np.ndarra
                 out[f"{case}/{dtype}/grad/{pname}"] = grad
     data, batches = trajectory_data(steps)
     train_cfg = TrainConfig(batch_size=TRAJECTORY_BATCH)
-    model = backend.build_model(TRAJECTORY, init_params(TRAJECTORY, 7), "float32")
-    trainer = backend.Trainer(model, train_cfg, compile=name == "keras-jax")
-    losses = []
-    for step, idx in enumerate(batches):
-        noises = step_noises(TRAJECTORY, 0, step, len(idx))
-        losses.append(trainer.step(data.x_train[idx], data.y_train[idx], noises, learning_rate(step, steps, train_cfg)))
-    out["trajectory/losses"] = np.array([backend.to_float(v) for v in losses])
+    for dtype in DTYPES:
+        model = backend.build_model(TRAJECTORY, init_params(TRAJECTORY, 7), dtype)
+        trainer = backend.Trainer(model, train_cfg, compile=name == "keras-jax")
+        losses = []
+        for step, idx in enumerate(batches):
+            noises = step_noises(TRAJECTORY, 0, step, len(idx))
+            losses.append(trainer.step(data.x_train[idx], data.y_train[idx], noises, learning_rate(step, steps, train_cfg)))
+        out[f"trajectory/{dtype}/losses"] = np.array([backend.to_float(v) for v in losses])
     out["runtime"] = np.array(json.dumps(backend.runtime_info()))
     return out
 
