@@ -57,6 +57,7 @@ def cmd_train(args) -> int:
 
     from harness.training import train
 
+    backends.load(args.backend)  # a bad or missing backend fails before the data are read
     data = _load_data(args)
     cfg = _model_config(args, data.input_dim, data.num_classes, data.task, data.num_classes if data.task == "lm" else 50_257)
     train_cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs)
@@ -202,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     np.set_printoptions(precision=4, suppress=True)
+    from harness.data import DataError
+
     try:
         return args.func(args)
-    except (ValueError, backends.BackendUnavailable) as exc:
+    except (ValueError, DataError, backends.BackendUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
