@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from backends.spec.routing import gate_threshold
@@ -62,11 +67,6 @@ TRAJECTORY_FLOAT32_STEPS = 20
 
 def run_workers(names: list[str], steps: int, workdir) -> dict[str, dict]:
     """Run ``harness.parity_worker`` for each backend in its own process; returns its arrays by backend."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     results = {}
     for name in names:
         path = Path(workdir) / f"{name}.npz"
