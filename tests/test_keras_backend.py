@@ -38,6 +38,7 @@ from backends.spec import forward as F
 from backends.spec.ops import NumpyOps
 from backends.spec.optim import adamw_update, learning_rate
 from harness.parity import mask_disagreement, max_abs_error, max_rel_error, norm_rel_error
+from tests.backend_checks import check_export_roundtrip_and_shape_errors
 from tests.conftest import backend_or_skip
 
 KERAS_BACKEND = os.environ.get("KERAS_BACKEND", "jax")
@@ -296,19 +297,7 @@ def test_evaluate_batch_matches_the_reference(bk):
 
 
 def test_export_roundtrip_and_shape_errors(bk):
-    cfg = ModelConfig(size="tiny")
-    params = init_params(cfg, 0)
-    exported = bk.export_params(bk.build_model(cfg, params, "float64"))
-    assert list(exported) == list(params) and all(np.array_equal(exported[k], params[k]) for k in params)
-    exported32 = bk.export_params(bk.build_model(cfg, params))
-    assert all(exported32[k].dtype == np.float32 and np.array_equal(exported32[k], params[k].astype(np.float32)) for k in params)
-    bad = dict(params, **{"head.bias": np.zeros(3)})
-    with pytest.raises(ValueError, match=r"'head.bias' has shape \(3,\), the config needs \(10,\)"):
-        bk.build_model(cfg, bad)
-    with pytest.raises(ValueError, match="missing"):
-        bk.build_model(cfg, {k: v for k, v in params.items() if k != "norm.beta"})
-    with pytest.raises(ValueError, match="unknown dtype 'float16'"):
-        bk.build_model(cfg, params, "float16")
+    check_export_roundtrip_and_shape_errors(bk, ModelConfig(size="tiny"))
 
 
 def test_name_and_runtime_info(bk):

@@ -29,6 +29,7 @@ from backends.spec.ops import NumpyOps
 from backends.spec.optim import adamw_update, learning_rate
 from harness.parity import mask_disagreement, max_abs_error, max_rel_error, norm_rel_error
 from harness.training import step_noises
+from tests.backend_checks import check_export_roundtrip_and_shape_errors
 from tests.conftest import backend_or_skip
 from tests.test_reference import CONFIGS, inputs
 
@@ -241,17 +242,7 @@ def test_float64_safetensors_is_refused(bm, tmp_path):
 
 
 def test_export_roundtrip_and_shape_errors(bm):
-    cfg = ModelConfig()
-    params = init_params(cfg, 0)
-    exported = bm.export_params(bm.build_model(cfg, params, "float64"))
-    assert list(exported) == list(params) and all(np.array_equal(exported[k], params[k]) for k in params)
-    bad = dict(params, **{"head.bias": np.zeros(3)})
-    with pytest.raises(ValueError, match=r"'head.bias' has shape \(3,\), the config needs \(10,\)"):
-        bm.build_model(cfg, bad)
-    with pytest.raises(ValueError, match="missing"):
-        bm.build_model(cfg, {k: v for k, v in params.items() if k != "norm.beta"})
-    with pytest.raises(ValueError, match="unknown dtype 'float16'"):
-        bm.build_model(cfg, params, "float16")
+    check_export_roundtrip_and_shape_errors(bm, ModelConfig())
 
 
 def test_runtime_info(bm):

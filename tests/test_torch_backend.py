@@ -16,6 +16,7 @@ from backends import reference
 from backends.spec import ModelConfig, RouterConfig, TrainConfig, init_params, rng
 from backends.spec.optim import adamw_update
 from harness.parity import mask_disagreement, max_abs_error, max_rel_error
+from tests.backend_checks import check_export_roundtrip_and_shape_errors
 from tests.conftest import backend_or_skip
 from tests.test_reference import CONFIGS, inputs
 
@@ -140,14 +141,4 @@ def test_torch_compile_matches_eager(bt):
 
 
 def test_export_roundtrip_and_shape_errors(bt):
-    cfg = ModelConfig()
-    params = init_params(cfg, 0)
-    exported = bt.export_params(bt.build_model(cfg, params, "float64"))
-    assert list(exported) == list(params) and all(np.array_equal(exported[k], params[k]) for k in params)
-    bad = dict(params, **{"head.bias": np.zeros(3)})
-    with pytest.raises(ValueError, match=r"'head.bias' has shape \(3,\), the config needs \(10,\)"):
-        bt.build_model(cfg, bad)
-    with pytest.raises(ValueError, match="missing"):
-        bt.build_model(cfg, {k: v for k, v in params.items() if k != "norm.beta"})
-    with pytest.raises(ValueError, match="unknown dtype 'float16'"):
-        bt.build_model(cfg, params, "float16")
+    check_export_roundtrip_and_shape_errors(bt, ModelConfig())
