@@ -14,6 +14,7 @@ from typing import Any
 SCHEDULES = ("uniform", "descending", "ascending", "pyramid-up", "pyramid-down", "wave-up", "wave-down")
 SCOPES = ("batch", "token")
 COMBINE_INPUTS = ("probs", "logits")
+ROUTER_KINDS = ("dynamic", "topk", "switch", "gshard", "expert_choice")
 MODEL_KINDS = ("dynamoe", "mlp")
 TASKS = ("classify", "lm")
 
@@ -93,6 +94,14 @@ class RouterConfig:
       ``"token"`` (Eq. 4 read literally: each token's own E_l gates). See ``spec.routing``.
     - ``combine``: the values softmaxed in Eq. 6: ``"probs"`` (the noisy gate probabilities, default) or
       ``"logits"`` (the gate logits).
+    - ``kind``: ``"dynamic"`` (DynaMoE, default) or a baseline router (Section 7.10 items 2-4):
+      ``"topk"`` (fixed top-``top_k``), ``"switch"`` (top-1 with capacity), ``"gshard"`` (top-2 with
+      capacity), ``"expert_choice"`` (each expert picks its tokens). See ``spec.routers``.
+    - ``top_k``: K of the fixed top-K router (Eq. 2-3).
+    - ``capacity_factor``: expert capacity = factor * tokens * k / E (Switch, GShard, expert choice);
+      tokens over capacity are dropped and pass through the residual.
+    - ``balance_weight``: coefficient of the auxiliary load-balancing loss (0 = none, the paper's
+      DynaMoE; Switch uses 0.01).
     """
 
     tau: float = 70.0
@@ -102,6 +111,10 @@ class RouterConfig:
     k_max: int | None = None
     scope: str = "batch"
     combine: str = "probs"
+    kind: str = "dynamic"
+    top_k: int = 2
+    capacity_factor: float = 1.25
+    balance_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.tau, (int, float)) or not 0.0 < float(self.tau) < 100.0:
@@ -115,6 +128,12 @@ class RouterConfig:
             _check_int("RouterConfig", "k_max", self.k_max, self.k_min)
         _check_choice("RouterConfig", "scope", self.scope, SCOPES)
         _check_choice("RouterConfig", "combine", self.combine, COMBINE_INPUTS)
+        _check_choice("RouterConfig", "kind", self.kind, ROUTER_KINDS)
+        _check_int("RouterConfig", "top_k", self.top_k, 1)
+        if not isinstance(self.capacity_factor, (int, float)) or not float(self.capacity_factor) > 0.0:
+            _fail("RouterConfig", "capacity_factor", self.capacity_factor, "must be > 0 (1.0 = exactly the balanced load)")
+        if not isinstance(self.balance_weight, (int, float)) or not float(self.balance_weight) >= 0.0:
+            _fail("RouterConfig", "balance_weight", self.balance_weight, "must be >= 0 (0 disables the balancing loss)")
 
     def layer_bounds(self, num_experts: int) -> tuple[int, int]:
         """(k_min, k_max) in a layer of ``num_experts`` experts (Eq. 5), both clamped to E_l."""
@@ -133,6 +152,7 @@ class ModelConfig:
     - ``expert_hidden_ratio``: expert hidden width d_h = ratio * d (Prop. 1's d_h; not recovered,
       0.5 chosen: see ``spec.accounting`` for the parameter-count evidence).
     - ``mlp_hidden_ratio``: hidden width of the MLP baseline's blocks (2: Table 1's Tiny 85K).
+    - ``moue``: the MoUE settings (``kind="moue"``; ``spec.moue``), ``None`` otherwise.
     """
 
     size: str = "small"
@@ -146,6 +166,7 @@ class ModelConfig:
     expert_hidden_ratio: float = 0.5
     mlp_hidden_ratio: float = 2.0
     layer_norm_eps: float = 1e-5
+    moue: Any = None
 
     def __post_init__(self) -> None:
         model_size(self.size)

@@ -72,10 +72,18 @@ def dynamoe_layer(ops, p: dict, h, noise, router: RouterConfig):
     dense-masked form, static in shape (a sparse dispatch is a backend's optimisation, same result).
     """
     routing = route(ops, h, p["gate"], noise, router)
+    return expert_mixture(ops, p, h, routing.weights), routing
+
+
+def expert_mixture(ops, p: dict, h, weights):
+    """``sum_i w_i E_i(h)`` for tokens ``h`` (N, d) and combine weights ``weights`` (N, E), zero off S.
+
+    Dense-masked: every expert runs on every token; the result equals a sparse dispatch's.
+    """
     hidden = ops.relu(ops.matmul(ops.expand_dims(h, 0), p["w1"]) + ops.expand_dims(p["b1"], 1))  # (E, N, d_h)
     out = ops.matmul(hidden, p["w2"]) + ops.expand_dims(p["b2"], 1)  # (E, N, d)
-    weights = ops.expand_dims(ops.transpose(routing.weights, (1, 0)), 2)  # (E, N, 1)
-    return ops.sum(weights * out, axis=0), routing
+    weights = ops.expand_dims(ops.transpose(weights, (1, 0)), 2)  # (E, N, 1)
+    return ops.sum(weights * out, axis=0)
 
 
 def layer_params(params: dict, cfg: ModelConfig, layer: int) -> dict:
