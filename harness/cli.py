@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_parity)
     sub.add_parser("params", help="our parameter counts beside the paper's (Tables 1-3)").set_defaults(func=cmd_params)
     sub.add_parser("backends", help="which backends can run here, and why not").set_defaults(func=cmd_backends)
+    from harness.commands import add_commands
+
+    add_commands(sub)
     try:
         from harness.data.cli import add_data_commands, run_data_command
     except ImportError:  # the data package is optional at this stage
@@ -204,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     np.set_printoptions(precision=4, suppress=True)
     from harness.data import DataError
+    from harness.store import StoreError
 
     try:
         return args.func(args)
-    except (ValueError, DataError, backends.BackendUnavailable) as exc:
+    except (ValueError, DataError, StoreError, backends.BackendUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,169 @@
+"""The drawing functions of Figures 1-11 (matplotlib, headless). Each returns a ``Figure``.
+
+Spec-only figures take no data; the others take ``rows`` = ``[(Row, [record, ...]), ...]`` of one
+protocol (``harness.report.match``) and the protocol's title.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from backends.spec.config import SCHEDULES, ModelConfig, ScheduleConfig  # noqa: E402
+
+
+def _label(row) -> str:
+    return " / ".join(row.labels.values())
+
+
+def _mean_curve(records: list[dict], field: str) -> np.ndarray:
+    curves = [[e[field] for e in r["epochs"]] for r in records]
+    n = min(len(c) for c in curves)
+    return np.mean([c[:n] for c in curves], axis=0)
+
+
+def schedules(title: str = "") -> plt.Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, size in zip(axes, ("small", "large")):
+        for name in SCHEDULES:
+            counts = ModelConfig(size=size, schedule=ScheduleConfig(name)).experts_per_layer()
+            ax.plot(range(len(counts)), counts, marker="o", label=name)
+        ax.set(title=f"{size.capitalize()} (E_max 8, E_min 1)", xlabel="layer", ylabel="experts E_l")
+        ax.set_xticks(range(len(counts)))
+    axes[1].legend(fontsize=8)
+    fig.suptitle("Expert schedules (spec.schedules, Eq. 8-12)")
+    return fig
+
+
+def architecture(title: str = "") -> plt.Figure:
+    cfg = ModelConfig(size="small", schedule=ScheduleConfig("descending"))
+    counts = cfg.experts_per_layer()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    blocks = ["input\n784→128"] + [f"DynaMoE layer {i}\n{e} experts" for i, e in enumerate(counts)] + ["LayerNorm", "head\n128→10"]
+    for i, text in enumerate(blocks):
+        ax.add_patch(plt.Rectangle((i * 1.6, 0), 1.3, 1.0, fill=False))
+        ax.text(i * 1.6 + 0.65, 0.5, text, ha="center", va="center", fontsize=8)
+        if i:
+            ax.annotate("", xy=(i * 1.6, 0.5), xytext=(i * 1.6 - 0.3, 0.5), arrowprops={"arrowstyle": "->"})
+        if 1 <= i <= len(counts):
+            for j in range(counts[i - 1]):
+                ax.add_patch(plt.Rectangle((i * 1.6 + 0.1 + j * 0.14, 1.15), 0.1, 0.25, color="tab:blue"))
+    ax.set(xlim=(-0.2, len(blocks) * 1.6), ylim=(-0.2, 1.6), title="Descending schedule, Small: residual DynaMoE layers")
+    ax.axis("off")
+    return fig
+
+
+def activation(rows, title: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for row, recs in rows:
+        if recs and recs[0]["summary"]["layers"]:
+            active = np.mean([[lay["avg_active"] for lay in r["summary"]["layers"]] for r in recs], axis=0)
+            ax.plot(range(len(active)), active, marker="o", label=_label(row))
+    ax.set(xlabel="layer", ylabel="average active experts per token", title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _accuracy(recs) -> float:
+    return 100 * float(np.mean([r["summary"]["accuracy"] for r in recs]))
+
+
+def size_bars(rows, title: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sizes = list(dict.fromkeys(r.labels["size"] for r, _ in rows))
+    configs = list(dict.fromkeys(r.labels["config"] for r, _ in rows))
+    for j, config in enumerate(configs):
+        values = [next((_accuracy(recs) for r, recs in rows if r.labels == {"size": s, "config": config} and recs), np.nan) for s in sizes]
+        ax.bar(np.arange(len(sizes)) + 0.27 * (j - 1), values, width=0.27, label=config)
+    ax.set_xticks(range(len(sizes)), sizes)
+    ax.set(ylabel="test accuracy %", title=title)
+    ax.legend()
+    return fig
+
+
+def size_scaling(rows, title: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for config in dict.fromkeys(r.labels["config"] for r, _ in rows):
+        pts = [(recs[0]["summary"]["params"], _accuracy(recs)) for r, recs in rows if r.labels["config"] == config and recs]
+        if pts:
+            ax.plot(*zip(*sorted(pts)), marker="o", label=config)
+    ax.set(xscale="log", xlabel="parameters", ylabel="test accuracy %", title=title)
+    ax.legend()
+    return fig
+
+
+def lm_sizes(rows, title: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for config in dict.fromkeys(r.labels["config"] for r, _ in rows):
+        pts = [
+            (r.labels["size"], np.mean([x["summary"]["best_ppl"] for x in recs]))
+            for r, recs in rows
+            if r.labels["config"] == config and recs
+        ]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=config)
+    ax.set(ylabel="best validation perplexity", yscale="log", title=title)
+    ax.legend()
+    return fig
+
+
+def lm_dynamics(rows, title: str) -> plt.Figure:
+    sizes = list(dict.fromkeys(r.labels["size"] for r, recs in rows if recs))
+    fig, axes = plt.subplots(1, max(1, len(sizes)), figsize=(5 * max(1, len(sizes)), 4), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        for row, recs in rows:
+            if row.labels["size"] == size and recs:
+                ax.plot(range(1, len(recs[0]["epochs"]) + 1), _mean_curve(recs, "perplexity"), label=row.labels["config"])
+        ax.set(title=size, xlabel="epoch", ylabel="validation perplexity", yscale="log")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def lm_overview(rows, title: str) -> plt.Figure:
+    done = [(r, recs) for r, recs in rows if recs]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.5))
+    names = [_label(r) for r, _ in done]
+    for ax, (field, label) in zip(axes, (("best_ppl", "best val PPL"), ("final_ppl", "final val PPL"), ("best_accuracy", "best val acc"))):
+        ax.barh(names, [np.mean([x["summary"][field] for x in recs]) for _, recs in done])
+        ax.set(xlabel=label)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def usage_heatmap(rows, title: str) -> plt.Figure:
+    recs = next((recs for _, recs in rows if recs), [])
+    layers = recs[0]["summary"]["layers"] if recs else []
+    width = max((lay["experts"] for lay in layers), default=1)
+    grid = np.full((len(layers), width), np.nan)
+    for i in range(len(layers)):
+        usage = np.mean([r["summary"]["layers"][i]["usage"] for r in recs], axis=0)
+        grid[i, : len(usage)] = usage
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax, label="share of the layer's selections")
+    ax.set(xlabel="expert", ylabel="layer", title=title)
+    return fig
+
+
+def _curves(rows, title: str, field: str, ylabel: str, scale: float = 1.0) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for row, recs in rows:
+        if recs:
+            ax.plot(range(1, len(recs[0]["epochs"]) + 1), scale * _mean_curve(recs, field), label=_label(row))
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def loss_curves(rows, title: str) -> plt.Figure:
+    return _curves(rows, title, "train_loss", "training loss")
+
+
+def accuracy_curves(rows, title: str) -> plt.Figure:
+    return _curves(rows, title, "test_accuracy", "test accuracy %", 100.0)

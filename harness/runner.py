@@ -1,0 +1,132 @@
+"""Sweeps: expand an experiment into runs, skip the finished ones, run the rest in worker processes.
+
+Each run is ``python -m harness.worker`` in its own process; ``jobs`` of them at once, each given
+``cpu_count // jobs`` threads. A run's record is written only when it has finished, atomically, so a
+sweep killed at any moment (SIGKILL included) loses at most the runs in flight, and the next
+invocation resumes with exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.experiments.spec import Experiment, RunSpec
+from harness.store import Store
+
+COMPILE_BY_DEFAULT = ("keras-jax", "mlx")  # eager Keras-JAX is several times slower; MLX compiles per shape
+QUICK_SAMPLES = {"classify": 2000, "lm": 64}
+QUICK_EPOCHS = 2
+
+
+@dataclass
+class Outcome:
+    spec: RunSpec
+    status: str  # "done", "skipped" (already in the store) or "failed"
+    message: str = ""
+
+
+def plan(
+    experiment: Experiment,
+    backends: list[str],
+    seeds: list[int],
+    epochs: int | None = None,
+    dataset: str | None = None,
+    quick: bool = False,
+    num_samples: int | None = None,
+) -> list[RunSpec]:
+    """The distinct runs of ``experiment`` on ``backends`` x ``seeds`` (``quick``: 2 epochs, a cut
+    training set; the records say so through their config)."""
+    if not experiment.rows:
+        return []
+    if quick:
+        epochs = epochs or QUICK_EPOCHS
+    specs: dict[str, RunSpec] = {}
+    for backend in backends:
+        for _row, spec in experiment.runs(backend, seeds, epochs, dataset):
+            cut = num_samples or (QUICK_SAMPLES[spec.model.task] if quick else None)
+            if cut is not None:
+                spec = RunSpec(spec.backend, spec.dataset, spec.seed, spec.model, spec.train, cut, spec.dtype)
+            specs.setdefault(spec.key, spec)
+    return list(specs.values())
+
+
+def _thread_env(backend: str, threads: int) -> dict:
+    env = dict(os.environ)
+    if backend.startswith("keras-"):
+        env["KERAS_BACKEND"] = backend.split("-", 1)[1]
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        if threads == 1:
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    return env
+
+
+def run_specs(
+    specs: list[RunSpec],
+    store: Store,
+    *,
+    jobs: int = 1,
+    compile: bool | None = None,
+    rerun: bool = False,
+    data_dir: str | None = None,
+    echo=print,
+) -> list[Outcome]:
+    """Run every spec not yet finished in ``store``; failures are recorded and the sweep goes on."""
+    from tqdm import tqdm
+
+    todo = [s for s in specs if rerun or not store.has(s.key)]
+    outcomes = [Outcome(s, "skipped", "already in the store") for s in specs if s not in todo]
+    if not todo:
+        return outcomes
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    bar = tqdm(total=len(todo), unit="run", desc="runs", disable=not sys.stderr.isatty())
+    lock = threading.Lock()
+    counter = iter(range(1, len(todo) + 1))
+
+    def one(spec: RunSpec) -> Outcome:
+        with lock:
+            number = next(counter)
+        tag = f"[{number}/{len(todo)}] {spec.describe()}"
+        use_compile = spec.backend in COMPILE_BY_DEFAULT if compile is None else compile
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+            json.dump(spec.as_dict(), handle)
+        cmd = [sys.executable, "-m", "harness.worker", handle.name, str(store.root)]
+        cmd += ["--compile"] * use_compile + ["--rerun"] * rerun + (["--data-dir", data_dir] if data_dir else [])
+        with lock:
+            bar.write(f"{tag}: started")
+        try:
+            proc = subprocess.Popen(cmd, env=_thread_env(spec.backend, threads), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for line in proc.stdout:
+                with lock:
+                    bar.write(f"{tag}: {line.rstrip()}")
+            stderr = proc.stderr.read()
+            code = proc.wait()
+        finally:
+            Path(handle.name).unlink(missing_ok=True)
+        with lock:
+            bar.update(1)
+        if code == 0 and store.has(spec.key):
+            return Outcome(spec, "done")
+        failure = store.failure(spec.key)
+        if failure is None:  # killed or crashed before it could write its own failure record
+            tail = stderr.strip().splitlines()[-20:]
+            store.put_failure(spec.key, spec.as_dict(), f"worker exited with status {code}", "\n".join(tail))
+            failure = store.failure(spec.key)
+        with lock:
+            bar.write(f"{tag}: FAILED: {failure['error']}")
+        return Outcome(spec, "failed", failure["error"])
+
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            outcomes += list(pool.map(one, todo))
+    finally:
+        bar.close()
+    return outcomes

@@ -1,0 +1,147 @@
+"""One run of a sweep: train a ``RunSpec``, summarise it, store the record.
+
+``python -m harness.worker SPEC_JSON RESULTS_DIR [--compile]`` runs in its own process (Keras fixes its
+backend per process, and a crash takes down one run, not the sweep); it prints one ``epoch ...`` line
+per epoch for the parent's progress display and writes ``<key>.json`` (or ``<key>.failed.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import traceback
+
+import numpy as np
+
+import backends
+from backends.spec import accounting, rng
+from harness.experiments.spec import RunSpec
+from harness.store import Store
+from harness.training import EpochResult, step_noises, tokens_per_sample
+
+GRADIENT_BATCHES = 8  # mini-batches over which the gate-gradient variance (Theorem 2) is measured
+
+
+def epochs_to_fraction(accuracies: list[float], fraction: float = 0.95) -> int | None:
+    """First epoch (1-based) whose accuracy reaches ``fraction`` of the final one (Table 2's column)."""
+    if not accuracies:
+        return None
+    target = fraction * accuracies[-1]
+    return next(i + 1 for i, a in enumerate(accuracies) if a >= target)
+
+
+def gate_gradient_variance(backend, model, spec: RunSpec, data) -> list[float]:
+    """Per DynaMoE layer: the variance across ``GRADIENT_BATCHES`` training mini-batches of the gate
+    weight's gradient, averaged over its entries (Theorem 2 measured, at the trained parameters).
+
+    The batches are those of the epoch after the last (``rng.batches(seed, epochs, ...)``), with the
+    gate noise of the steps after the last one, so the measurement uses no randomness of its own.
+    """
+    cfg = spec.model
+    if cfg.kind == "mlp":
+        return []
+    order = rng.batches(spec.seed, spec.train.epochs, len(data.x_train), spec.train.batch_size)
+    total = math.ceil(len(data.x_train) / spec.train.batch_size) * spec.train.epochs
+    per_sample = tokens_per_sample(cfg, data.x_train)
+    grads: list[list[np.ndarray]] = []
+    for i, idx in enumerate(order):
+        if i == GRADIENT_BATCHES:
+            break
+        noises = step_noises(cfg, spec.seed, total + i, len(idx) * per_sample)
+        _, g = backend.gradients(model, data.x_train[idx], data.y_train[idx], noises)
+        grads.append([np.asarray(v, dtype=np.float64) for name, v in sorted(g.items()) if name.endswith(".gate.weight")])
+    if len(grads) < 2:
+        return []
+    return [float(np.var(np.stack([g[layer] for g in grads]), axis=0, ddof=1).mean()) for layer in range(len(grads[0]))]
+
+
+def summarise(spec: RunSpec, history: list[EpochResult]) -> dict:
+    """The numbers a report needs, from the per-epoch history and the spec's accounting."""
+    cfg = spec.model
+    acc = [h.test_accuracy for h in history]
+    ppl = [h.perplexity for h in history]
+    last = history[-1]
+    active = [layer["avg_active"] for layer in last.layers] or None
+    params = accounting.parameter_count(cfg)
+    return {
+        "accuracy": acc[-1],
+        "best_accuracy": max(acc),
+        "final_ppl": ppl[-1],
+        "best_ppl": min(ppl),
+        "train_loss": last.train_loss,
+        "test_loss": last.test_loss,
+        "epochs_to_95": epochs_to_fraction(acc),
+        "train_seconds": sum(h.seconds for h in history),
+        "params": params,
+        "efficiency": accounting.efficiency(100.0 * acc[-1], params),
+        "active_mflops": accounting.active_flops_per_token(cfg, active) / 1e6,
+        "layers": last.layers,
+    }
+
+
+def run(spec: RunSpec, store: Store, *, compile: bool = False, data_dir: str | None = None, supersede: bool = False, echo=print) -> dict:
+    """Train ``spec`` and store its record; returns the record."""
+    from harness.data import load, synthetic
+    from harness.environment import fingerprint
+    from harness.training import train
+
+    backend = backends.load(spec.backend)
+    if spec.dataset == "synthetic":
+        data = synthetic(spec.seed, spec.num_samples or 4096, 1024)
+    else:
+        data = load(spec.dataset, data_dir=data_dir, seed=spec.seed, num_samples=spec.num_samples)
+    if data.task != spec.model.task or (data.task == "classify" and data.input_dim != spec.model.input_dim):
+        raise ValueError(f"{spec.dataset} gives {data!r}, which does not fit the run's model config")
+    started = time.time()
+
+    def on_epoch(r: EpochResult) -> None:
+        echo(
+            f"epoch {r.epoch}/{spec.train.epochs} loss {r.train_loss:.4f} acc {100 * r.test_accuracy:.2f} "
+            f"ppl {r.perplexity:.1f} {r.seconds:.1f}s"
+        )
+
+    history, model = train(spec.backend, spec.model, spec.train, data, spec.seed, compile=compile, dtype=spec.dtype, on_epoch=on_epoch)
+    record = {
+        "key": spec.key,
+        "status": "done",
+        "spec": spec.as_dict(),
+        "compile": compile,
+        "data": {"train_samples": len(data.x_train), "test_samples": len(data.x_test), "source": data.source, "notes": data.notes},
+        "epochs": [h.as_dict() for h in history],
+        "summary": summarise(spec, history),
+        "gate_gradient_variance": gate_gradient_variance(backend, model, spec, data),
+        "environment": fingerprint(backend.runtime_info()),
+        "started": started,
+        "finished": time.time(),
+    }
+    store.put(record, supersede=supersede)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.worker")
+    p.add_argument("spec", help="JSON file holding RunSpec.as_dict()")
+    p.add_argument("results_dir")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--rerun", action="store_true", help="replace a finished record (the old one is kept under runs/superseded/)")
+    args = p.parse_args(argv)
+    with open(args.spec) as handle:
+        spec_dict = json.load(handle)
+    store = Store(args.results_dir)
+    try:
+        spec = RunSpec.from_dict(spec_dict)
+        run(spec, store, compile=args.compile, data_dir=args.data_dir, supersede=args.rerun, echo=lambda s: print(s, flush=True))
+    except Exception as exc:  # recorded, so the sweep goes on and the report can say what failed
+        key = RunSpec.from_dict(spec_dict).key if "model" in spec_dict else "unknown"
+        store.put_failure(key, spec_dict, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
