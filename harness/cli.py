@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=10_000, help="training samples kept (the test set is always whole)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results-dir", default=None, help="keep the runs in this store (default: a temporary one)")
     p.set_defaults(func=lambda a: __import__("harness.demo", fromlist=["main"]).main(a))
     p = sub.add_parser("parity", help="the backend x backend parity matrix, written as JSON under results/parity/")
     p.add_argument("--backends", nargs="+", choices=backends.BACKENDS, help="default: every backend installed here")

@@ -1,25 +1,22 @@
 """The README's main job: Table 4's Fashion-MNIST row (MLP, uniform, descending; Small), shortened, on
-every installed backend, printed beside the paper's numbers.
+every installed backend, through the runner and a results store, printed beside the paper's numbers.
 
-Each backend trains in its own process (Keras fixes its backend per process) through
-``python -m harness train --json-out``; all see the same seed, batches and gate noise.
+The runs are ``table4``'s, restricted to Fashion-MNIST with ``--num-samples`` and ``--epochs``; each
+backend trains in its own worker process on the same seed, batches and gate noise. The store is a
+temporary folder unless ``--results-dir`` is given (then a rerun skips what is done).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
+import dataclasses
 import sys
 import tempfile
-import time
-from pathlib import Path
 
 import backends
-
-# Table 4, Fashion-MNIST, Small, 20 epochs on 60,000 images (test accuracy, %).
-PAPER = {"MLP": 84.15, "Uniform": 86.82, "Descending": 88.34}
-RUNS = {"MLP": ["--kind", "mlp"], "Uniform": ["--schedule", "uniform"], "Descending": ["--schedule", "descending"]}
+from harness.experiments import get
+from harness.experiments.spec import DATASET_TITLES
+from harness.runner import plan, run_specs
+from harness.store import Store
 
 
 def _dataset(args) -> str:
@@ -39,64 +36,34 @@ def main(args) -> int:
         print("error: no backend is installed: pip install -e '.[torch]' (see README)", file=sys.stderr)
         return 2
     dataset = _dataset(args)
+    experiment = get("table4")
+    rows = [r for r in experiment.rows if r.dataset == "fashion_mnist"]
     print(
-        f"Table 4 (Fashion-MNIST, Small) on {', '.join(names)}: {args.num_samples:,} training images, {args.epochs} epochs "
-        f"(the paper: 60,000 images, 20 epochs), seed {args.seed}\n",
+        f"Table 4 ({DATASET_TITLES[dataset]}, Small) on {', '.join(names)}: {args.num_samples:,} training images, "
+        f"{args.epochs} epochs (the paper: 60,000 images, 20 epochs), seed {args.seed}\n",
         flush=True,
     )
-    measured: dict[tuple[str, str], dict] = {}
+    source = dataclasses.replace(experiment, rows=tuple(dataclasses.replace(r, dataset=dataset) for r in rows))
+    specs = plan(source, names, [args.seed], args.epochs, num_samples=args.num_samples)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            env = dict(os.environ, **({"KERAS_BACKEND": name.split("-", 1)[1]} if name.startswith("keras-") else {}))
-            for row, extra in RUNS.items():
-                out = Path(tmp) / f"{name}-{row}.json"
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "harness",
-                    "train",
-                    "--backend",
-                    name,
-                    "--dataset",
-                    dataset,
-                    "--epochs",
-                    str(args.epochs),
-                    "--num-samples",
-                    str(args.num_samples),
-                    "--seed",
-                    str(args.seed),
-                    "--json-out",
-                    str(out),
-                    "--quiet",
-                    *extra,
-                ]
-                if name in ("keras-jax", "mlx"):
-                    cmd.append("--compile")
-                if args.data_dir:
-                    cmd += ["--data-dir", args.data_dir]
-                start = time.perf_counter()
-                print(f"[{name}] {row} ...", end=" ", flush=True)
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    print("failed")
-                    print(proc.stderr[-2000:], file=sys.stderr)
-                    continue
-                measured[(name, row)] = json.loads(out.read_text())
-                last = measured[(name, row)]["epochs"][-1]
-                print(f"{100 * last['test_accuracy']:.2f} % ({time.perf_counter() - start:.0f} s)", flush=True)
+        store = Store(args.results_dir or tmp)
+        outcomes = run_specs(specs, store, data_dir=args.data_dir)
+        measured = {(s.backend, s.model.kind, s.model.schedule.name): store.get(s.key) for s in specs}
     print()
-    print(format_table(names, measured))
-    return 0 if len(measured) == len(names) * len(RUNS) else 1
+    print(format_table(names, rows, measured))
+    return 0 if all(o.status != "failed" for o in outcomes) else 1
 
 
-def format_table(names: list[str], measured: dict) -> str:
+def format_table(names: list[str], rows, measured: dict) -> str:
     head = f"| {'configuration':13} | {'paper %':>8} | " + " | ".join(f"{n:>11}" for n in names) + f" | {'parameters':>10} |"
     lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
-    for row, paper in PAPER.items():
+    for row in rows:
+        paper = get("table4").paper_row(row)["accuracy"]
+        cfg = row.model_config("fashion_mnist")
         cells, params = [], ""
         for name in names:
-            rec = measured.get((name, row))
-            cells.append(f"{100 * rec['epochs'][-1]['test_accuracy']:11.2f}" if rec else f"{'failed':>11}")
-            params = params or (f"{rec['parameters']:,}" if rec else "")
-        lines.append(f"| {row:13} | {paper:8.2f} | " + " | ".join(cells) + f" | {params:>10} |")
+            rec = measured.get((name, cfg.kind, cfg.schedule.name))
+            cells.append(f"{100 * rec['summary']['accuracy']:11.2f}" if rec else f"{'failed':>11}")
+            params = params or (f"{rec['summary']['params']:,}" if rec else "")
+        lines.append(f"| {row.labels['config']:13} | {paper:8.2f} | " + " | ".join(cells) + f" | {params:>10} |")
     return "\n".join(lines)

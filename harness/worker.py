@@ -8,6 +8,7 @@ per epoch for the parent's progress display and writes ``<key>.json`` (or ``<key
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -37,19 +38,19 @@ def gate_gradient_variance(backend, model, spec: RunSpec, data) -> list[float]:
     """Per DynaMoE layer: the variance across ``GRADIENT_BATCHES`` training mini-batches of the gate
     weight's gradient, averaged over its entries (Theorem 2 measured, at the trained parameters).
 
-    The batches are those of the epoch after the last (``rng.batches(seed, epochs, ...)``), with the
+    The batches are those of the epochs after the last (``rng.batches(seed, epochs, ...)`` on), with the
     gate noise of the steps after the last one, so the measurement uses no randomness of its own.
     """
     cfg = spec.model
     if cfg.kind == "mlp":
         return []
-    order = rng.batches(spec.seed, spec.train.epochs, len(data.x_train), spec.train.batch_size)
-    total = math.ceil(len(data.x_train) / spec.train.batch_size) * spec.train.epochs
+    n, size = len(data.x_train), spec.train.batch_size
+    total = math.ceil(n / size) * spec.train.epochs
     per_sample = tokens_per_sample(cfg, data.x_train)
+    epochs = itertools.count(spec.train.epochs)
+    order = itertools.chain.from_iterable(rng.batches(spec.seed, epoch, n, size) for epoch in epochs)
     grads: list[list[np.ndarray]] = []
-    for i, idx in enumerate(order):
-        if i == GRADIENT_BATCHES:
-            break
+    for i, idx in enumerate(itertools.islice(order, GRADIENT_BATCHES)):
         noises = step_noises(cfg, spec.seed, total + i, len(idx) * per_sample)
         _, g = backend.gradients(model, data.x_train[idx], data.y_train[idx], noises)
         grads.append([np.asarray(v, dtype=np.float64) for name, v in sorted(g.items()) if name.endswith(".gate.weight")])

@@ -1,0 +1,153 @@
+"""Results store, runner, report and compare on real (small) runs: atomic writes, no silent overwrite,
+resume after SIGKILL, recorded failures, byte-identical reports, cross-backend comparison."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import compare, report
+from harness.experiments import get
+from harness.files import write_json_atomic
+from harness.runner import plan, run_specs
+from harness.store import Store, StoreError
+from harness.worker import epochs_to_fraction, run
+from tests.conftest import REPO, backend_or_skip
+
+TINY = ["--dataset", "synthetic", "--num-samples", "256", "--epochs", "1", "--seeds", "0"]
+ROWS = ["--only", "schedule=MLP baseline", "schedule=Uniform", "schedule=Descending"]
+
+
+def _tiny_spec(backend: str = "torch", dtype: str = "float32", seed: int = 0):
+    spec = plan(get("table2"), [backend], [seed], epochs=1, dataset="synthetic", num_samples=256)[2]
+    return dataclasses.replace(spec, dtype=dtype)
+
+
+def test_atomic_write_leaves_the_old_file_when_a_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, {"a": 1})
+
+    def crash(fd):
+        raise OSError("disk full")  # the new bytes are in the temporary file, not yet in place
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_json_atomic(path, {"a": 2, "pad": "x" * 100_000})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
+
+
+def test_store_never_overwrites_a_finished_run_silently(tmp_path):
+    store = Store(tmp_path)
+    store.put({"key": "k", "summary": {"accuracy": 0.5}})
+    with pytest.raises(StoreError, match="--rerun"):
+        store.put({"key": "k", "summary": {"accuracy": 0.9}})
+    assert store.get("k")["summary"]["accuracy"] == 0.5
+    store.put({"key": "k", "summary": {"accuracy": 0.9}}, supersede=True)
+    assert store.get("k")["summary"]["accuracy"] == 0.9
+    (old,) = (tmp_path / "runs" / "superseded").iterdir()
+    assert json.loads(old.read_text())["summary"]["accuracy"] == 0.5
+
+
+def test_epochs_to_95_percent():
+    assert epochs_to_fraction([0.5, 0.8, 0.9, 0.95, 1.0]) == 4
+    assert epochs_to_fraction([0.96, 0.9, 1.0]) == 1
+    assert epochs_to_fraction([]) is None
+
+
+@pytest.mark.torch
+def test_record_holds_what_a_report_needs(tmp_path):
+    backend_or_skip("torch")
+    record = run(_tiny_spec(), Store(tmp_path), echo=lambda s: None)
+    s = record["summary"]
+    assert 0.0 <= s["accuracy"] <= 1.0 and s["params"] == 402_698 and s["epochs_to_95"] == 1
+    assert [lay["experts"] for lay in s["layers"]] == [8, 6, 3, 1]
+    assert len(record["gate_gradient_variance"]) == 4 and record["gate_gradient_variance"][0] > 0
+    assert record["gate_gradient_variance"][3] == 0.0  # one expert: the softmax gate is constant
+    assert record["environment"]["backend"]["torch"] and record["environment"]["git_commit"]
+    frame = Store(tmp_path).frame()
+    assert list(frame["schedule"]) == ["descending"] and frame["accuracy"][0] == s["accuracy"]
+
+
+def _sweep(results, *extra):
+    cmd = [sys.executable, "-m", "harness", "run", "table2", *TINY, *ROWS, "--results-dir", str(results), *extra]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_sigkill_mid_sweep_loses_no_finished_run_and_rerun_is_a_no_op(tmp_path):
+    backend_or_skip("torch")
+    runs = tmp_path / "runs"
+    proc = _sweep(tmp_path)
+    deadline = time.time() + 300
+    while not (runs.is_dir() and any(p.suffix == ".json" for p in runs.iterdir())):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its worker, mid-run
+    proc.wait()
+    before = {p.name: p.read_bytes() for p in runs.glob("*.json")}
+    assert 1 <= len(before) < 3
+    out, _ = _sweep(tmp_path).communicate(timeout=300)
+    assert f"{len(before)} already in" in out and "0 failed" in out, out
+    after = {p.name: p.read_bytes() for p in runs.glob("*.json")}
+    assert len(after) == 3 and all(after[name] == data for name, data in before.items())
+    out, _ = _sweep(tmp_path).communicate(timeout=120)
+    assert "0 trained, 3 skipped" in out
+    assert {p.name: p.read_bytes() for p in runs.glob("*.json")} == after
+    # the report of this store is byte-for-byte the same when regenerated
+    first = report.to_markdown(get("table2"), report.sections(get("table2"), list(Store(tmp_path).records())))
+    second = report.to_markdown(get("table2"), report.sections(get("table2"), list(Store(tmp_path).records())))
+    assert first == second and "| Descending | 1 |" in first
+
+
+@pytest.mark.torch
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    backend_or_skip("torch")
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("DYNAMOE_DATA", str(empty))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(empty))
+    good = _tiny_spec()
+    bad = dataclasses.replace(good, dataset="cifar10", model=good.model.replace(input_dim=3072))
+    store = Store(tmp_path / "store")
+    outcomes = run_specs([bad, good], store, data_dir=str(empty))
+    assert [o.status for o in outcomes] == ["failed", "done"]
+    failure = store.failure(bad.key)
+    assert "cifar10" in failure["error"] and failure["spec"]["dataset"] == "cifar10"
+    assert store.has(good.key) and not store.has(bad.key)
+
+
+def test_verdict_rule():
+    assert report.verdict(92.0, 0.4, 3, 92.68) == "within"
+    assert report.verdict(90.0, 0.4, 3, 92.68) == "outside"
+    assert report.verdict(2.4, 0.0, 3, 2.4) == "within"  # the paper printed 2.4: its rounding counts
+    assert report.verdict(2.44, 0.0, 3, 2.4) == "within" and report.verdict(2.44, 0.0, 3, 2.40001) == "outside"
+    assert report.verdict(92.0, float("nan"), 1, 92.68) == "1 seed"
+
+
+@pytest.mark.torch
+@pytest.mark.mlx
+def test_compare_pairs_backends_and_float64_runs_agree(tmp_path):
+    backend_or_skip("torch")
+    backend_or_skip("mlx")
+    a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
+    run(_tiny_spec("torch", "float64"), a, echo=lambda s: None)
+    run(_tiny_spec("mlx", "float64"), b, echo=lambda s: None)
+    (pair,) = compare.compare(a, b)
+    assert pair["ok"], pair
+    assert {m["metric"] for m in pair["metrics"]} == {"accuracy", "epoch1_train_loss", "final_ppl", "avg_active"}
+    # a result that moved is caught
+    path = next(b.runs.glob("*.json"))
+    record = json.loads(path.read_text())
+    record["summary"]["accuracy"] -= 0.01
+    path.write_text(json.dumps(record))
+    (pair,) = compare.compare(a, b)
+    assert not pair["ok"] and "DIFFERS" in compare.to_markdown([pair], "a", "b")
