@@ -106,7 +106,7 @@ def _require_data(experiment, specs, data_dir) -> None:
 
 
 def cmd_report(args) -> int:
-    from harness import report
+    from harness import report, results_index
     from harness.experiments import REGISTRY, get
     from harness.files import write_text_atomic
     from harness.store import Store
@@ -131,7 +131,8 @@ def cmd_report(args) -> int:
         write_text_atomic(out / f"{name}.csv", report.to_csv(secs))
         write_text_atomic(out / f"{name}.tex", report.to_latex(secs))
         print(md)
-    print(f"tables written to {out}")
+    index = write_text_atomic(_results(args) / "README.md", results_index.render(_results(args), records))
+    print(f"tables written to {out}; summary: {index}")
     return 0
 
 

@@ -31,6 +31,11 @@ class Section:
     headers: list[str]
     rows: list[list[str]]
     notes: list[str] = field(default_factory=list)
+    summary_columns: list[int] = field(default_factory=list)  # labels, runs, the judged metric, verdict
+
+    def summary(self) -> tuple[list[str], list[list[str]]]:
+        cols = self.summary_columns or list(range(len(self.headers)))
+        return [self.headers[i] for i in cols], [[r[i] for i in cols] for r in self.rows]
 
 
 def _protocol(record: dict) -> tuple:
@@ -112,8 +117,12 @@ def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
         with_paper = {m.name for m in experiment.metrics if any(m.name in entry for entry in experiment.paper)}
         judged = experiment.verdict_metric or next((m.name for m in experiment.metrics if m.name in with_paper), None)
         headers = experiment.label_keys + (["layer"] if per_layer else []) + ["runs"]
+        summary_columns = list(range(len(headers)))
         for m in experiment.metrics:
+            if m.name == judged:
+                summary_columns += [len(headers), len(headers) + 1, len(headers) + 2]
             headers += [m.heading] + (["paper", "Δ"] if m.name in with_paper else [])
+        summary_columns.append(len(headers))
         headers.append(f"verdict ({judged})" if judged else "verdict")
         lines = []
         for row, recs in rows:
@@ -137,7 +146,7 @@ def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
                 lines.append(line)
         if experiment.name == "table7":
             notes.append(_table7_best(experiment, rows))
-        sections.append(Section(title, headers, lines, notes))
+        sections.append(Section(title, headers, lines, notes, summary_columns))
     return sections
 
 
