@@ -7,6 +7,7 @@ protocol (``harness.report.match``) and the protocol's title.
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -42,7 +43,11 @@ def architecture(title: str = "") -> plt.Figure:
     cfg = ModelConfig(size="small", schedule=ScheduleConfig("descending"))
     counts = cfg.experts_per_layer()
     fig, ax = plt.subplots(figsize=(10, 4))
-    blocks = ["input\n784→128"] + [f"DynaMoE layer {i}\n{e} experts" for i, e in enumerate(counts)] + ["LayerNorm", "head\n128→10"]
+    blocks = (
+        ["input\n784→128"]
+        + [f"DynaMoE\nlayer {i}\n{e} expert{'s' * (e > 1)}" for i, e in enumerate(counts)]
+        + ["LayerNorm", "head\n128→10"]
+    )
     for i, text in enumerate(blocks):
         ax.add_patch(plt.Rectangle((i * 1.6, 0), 1.3, 1.0, fill=False))
         ax.text(i * 1.6 + 0.65, 0.5, text, ha="center", va="center", fontsize=8)
@@ -63,6 +68,7 @@ def activation(rows, title: str) -> plt.Figure:
             active = np.mean([[lay["avg_active"] for lay in r["summary"]["layers"]] for r in recs], axis=0)
             ax.plot(range(len(active)), active, marker="o", label=_label(row))
     ax.set(xlabel="layer", ylabel="average active experts per token", title=title)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     return fig
 
