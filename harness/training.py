@@ -19,6 +19,7 @@ import backends
 from backends.spec import rng
 from backends.spec.config import ModelConfig, TrainConfig
 from backends.spec.init import init_params
+from backends.spec.moue import layer_widths
 from backends.spec.optim import learning_rate
 from backends.spec.stats import layer_stats
 
@@ -43,11 +44,16 @@ def tokens_per_sample(cfg: ModelConfig, x: np.ndarray) -> int:
 
 
 def step_noises(cfg: ModelConfig, seed: int, step: int, tokens: int) -> list[np.ndarray] | None:
-    """Gate noise of every DynaMoE layer at ``step`` (Eq. 7), or ``None`` (MLP, or sigma = 0)."""
+    """Gate noise of every routed layer at ``step`` (Eq. 7), or ``None`` (MLP, or sigma = 0).
+
+    Every router kind gets it, on the gate probabilities of its selection (``spec.routers``: the noise
+    decides the baselines' selection, not their weights); MoUE layers get one column per slot (window
+    experts, then local ones: ``spec.moue.layer_widths``).
+    """
     sigma = cfg.router.noise_std
-    if cfg.kind != "dynamoe" or sigma == 0:
+    if cfg.kind == "mlp" or sigma == 0:
         return None
-    return [rng.gate_noise(seed, step, layer, (tokens, experts), sigma) for layer, experts in enumerate(cfg.experts_per_layer())]
+    return [rng.gate_noise(seed, step, layer, (tokens, width), sigma) for layer, width in enumerate(layer_widths(cfg))]
 
 
 def evaluate(backend, model, cfg: ModelConfig, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:

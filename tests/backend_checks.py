@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.spec import ModelConfig, init_params
+from backends.spec import ModelConfig, RouterConfig, init_params, rng
+from backends.spec.config import MoUEConfig
 
 
 def check_export_roundtrip_and_shape_errors(backend, cfg: ModelConfig) -> None:
@@ -23,3 +24,85 @@ def check_export_roundtrip_and_shape_errors(backend, cfg: ModelConfig) -> None:
         backend.build_model(cfg, {k: v for k, v in params.items() if k != "norm.beta"})
     with pytest.raises(ValueError, match="unknown dtype 'float16'"):
         backend.build_model(cfg, params, "float16")
+
+
+# --- every router kind and MoUE, in every backend (spec.routers, spec.moue) -------------------------------
+#
+# Tolerances: float64 logits to 1e-10 absolute (same formulas, other summation order: ~1e-15 measured);
+# float32 logits to 1e-5 of their scale (~1e-6 measured: ten float32 matrix products of width <= 784).
+# float64 masks are identical; float32 masks may differ only at tokens whose decision float32 rounding
+# may flip (``harness.parity.near_decision_tokens``). The float64 loss (cross-entropy + balance term)
+# equals the reference's to 1e-12; float64 gradients equal central differences of the float64 reference
+# loss (step 1e-6: truncation ~1e-12, rounding ~1e-10 of a loss ~2.3) to rel 1e-5 / abs 1e-8; float32
+# gradients are within 1e-4 (norm-relative) of float64 ones when the float32 selection is the float64 one.
+
+_MOUE = MoUEConfig(pool_size=12, local_experts=1, trajectory_dim=4)
+ROUTER_CASES = {
+    "dynamic-balance": ModelConfig(size="tiny", router=RouterConfig(balance_weight=0.01)),
+    "top1": ModelConfig(size="tiny", router=RouterConfig(kind="topk", top_k=1)),
+    "top2": ModelConfig(size="tiny", router=RouterConfig(kind="topk", top_k=2)),
+    "switch": ModelConfig(size="tiny", router=RouterConfig(kind="switch", balance_weight=0.01)),
+    "gshard": ModelConfig(size="tiny", router=RouterConfig(kind="gshard", balance_weight=0.01)),
+    "expert-choice": ModelConfig(size="tiny", router=RouterConfig(kind="expert_choice", capacity_factor=1.0)),
+    "moue": ModelConfig(size="tiny", kind="moue", moue=_MOUE, router=RouterConfig(balance_weight=0.01)),
+    "moue-switch": ModelConfig(size="tiny", kind="moue", moue=_MOUE, router=RouterConfig(kind="switch", balance_weight=0.01)),
+}
+_GRAD_PROBES = (
+    "layers.0.gate.weight",
+    "layers.0.experts.w1",
+    "pool.gate.weight",
+    "pool.experts.w2",
+    "pool.trajectory.weight",
+    "input.weight",
+)
+
+
+def check_router_parity(backend, case: str, tokens: int = 128) -> dict:
+    """Forward (float64, float32, training and evaluation), masks, loss and gradients of ``ROUTER_CASES[case]``
+    against the float64 reference. Returns the measured errors."""
+    from backends import reference
+    from harness.parity import max_abs_error, max_rel_error, norm_rel_error, routing_disagreement
+    from harness.training import step_noises
+
+    cfg = ROUTER_CASES[case]
+    params = init_params(cfg, 2)
+    gen = rng.sample_generator(4)
+    x, y = gen.random((tokens, cfg.input_dim)), gen.integers(0, cfg.num_classes, tokens)
+    noises = step_noises(cfg, 1, 0, tokens)
+    errors = {"f64": 0.0, "f32": 0.0}
+    same_selection = True
+    models = {dtype: backend.build_model(cfg, params, dtype) for dtype in ("float64", "float32")}
+    for noise in (noises, None):
+        ref, ref_routings = reference.forward(params, x, cfg, noise)
+        logits, masks = backend.forward(models["float64"], x, noise)
+        errors["f64"] = max(errors["f64"], max_abs_error(logits, ref))
+        assert len(masks) == len(ref_routings) and all(np.array_equal(m, r.mask) for m, r in zip(masks, ref_routings)), case
+        logits, masks = backend.forward(models["float32"], x, noise)
+        assert logits.dtype == np.float32
+        errors["f32"] = max(errors["f32"], max_rel_error(logits, ref))
+        for layer, (m, r) in enumerate(zip(masks, ref_routings)):
+            noisy = r.probs if noise is None else r.probs + noise[layer]
+            differing, unexplained = routing_disagreement(m, r.mask, noisy, cfg.router)
+            assert unexplained == 0, (case, layer, differing)
+            same_selection &= differing == 0
+    assert errors["f64"] <= 1e-10 and errors["f32"] <= 1e-5, (case, errors)
+
+    loss, grads = backend.gradients(models["float64"], x, y, noises)
+    assert loss == pytest.approx(reference.loss(params, x, y, cfg, noises), rel=1e-12, abs=1e-12)
+    assert list(grads) == list(params)
+    pick = np.random.default_rng(0)
+    for name in (n for n in _GRAD_PROBES if n in params):
+        idx = tuple(int(pick.integers(0, s)) for s in params[name].shape)
+        plus, minus = dict(params), dict(params)
+        plus[name], minus[name] = params[name].copy(), params[name].copy()
+        plus[name][idx] += 1e-6
+        minus[name][idx] -= 1e-6
+        numeric = (reference.loss(plus, x, y, cfg, noises) - reference.loss(minus, x, y, cfg, noises)) / 2e-6
+        assert grads[name][idx] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (case, name)
+    if same_selection:
+        _, grads32 = backend.gradients(models["float32"], x, y, noises)
+        # parameters whose gradient is zero but for rounding (top-1's renormalised weight is 1: no gate gradient)
+        live = [k for k in grads if np.linalg.norm(grads[k]) > 1e-9]
+        errors["grad_f32"] = max(norm_rel_error(grads32[k], grads[k]) for k in live)
+        assert errors["grad_f32"] <= 1e-4, (case, errors)
+    return errors

@@ -38,7 +38,8 @@ from backends.spec import forward as F
 from backends.spec.ops import NumpyOps
 from backends.spec.optim import adamw_update, learning_rate
 from harness.parity import mask_disagreement, max_abs_error, max_rel_error, norm_rel_error
-from tests.backend_checks import check_export_roundtrip_and_shape_errors
+from harness.training import step_noises
+from tests.backend_checks import ROUTER_CASES, check_export_roundtrip_and_shape_errors, check_router_parity
 from tests.conftest import backend_or_skip
 
 KERAS_BACKEND = os.environ.get("KERAS_BACKEND", "jax")
@@ -306,3 +307,24 @@ def test_name_and_runtime_info(bk):
     assert bk.NAME == NAME == f"keras-{keras.backend.backend()}"
     info = bk.runtime_info()
     assert info["framework"] == NAME and info["keras"] == keras.__version__ and KERAS_BACKEND in info and info["device"]
+
+
+@pytest.mark.parametrize("case", ROUTER_CASES)
+def test_router_parity(bk, case):
+    check_router_parity(bk, case)
+
+
+def test_moue_export_and_save_load_roundtrip(bk, tmp_path):
+    import keras
+
+    cfg = ROUTER_CASES["moue-switch"]
+    check_export_roundtrip_and_shape_errors(bk, cfg)
+    model = bk.build_model(cfg, init_params(cfg, 3))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert type(loaded) is bk.MoUEModel and loaded.cfg == cfg
+    exported, reloaded = bk.export_params(model), bk.export_params(loaded)
+    assert list(reloaded) == list(exported) and all(np.array_equal(reloaded[k], exported[k]) for k in exported)
+    x = inputs(cfg, n=64)
+    (a, masks_a), (b, masks_b) = bk.forward(model, x, step_noises(cfg, 0, 0, 64)), bk.forward(loaded, x, step_noises(cfg, 0, 0, 64))
+    assert np.array_equal(a, b) and all(np.array_equal(p, q) for p, q in zip(masks_a, masks_b))

@@ -29,7 +29,7 @@ from backends.spec.ops import NumpyOps
 from backends.spec.optim import adamw_update, learning_rate
 from harness.parity import mask_disagreement, max_abs_error, max_rel_error, norm_rel_error
 from harness.training import step_noises
-from tests.backend_checks import check_export_roundtrip_and_shape_errors
+from tests.backend_checks import ROUTER_CASES, check_export_roundtrip_and_shape_errors, check_router_parity
 from tests.conftest import backend_or_skip
 from tests.test_reference import CONFIGS, inputs
 
@@ -251,3 +251,12 @@ def test_runtime_info(bm):
     info = bm.runtime_info()
     assert bm.NAME == "mlx" and info["framework"] == "mlx" and info["mlx"] == mx.__version__
     assert info["device"] in ("cpu", "gpu") and isinstance(info["metal"], bool) and isinstance(info["cuda"], bool)
+
+
+@pytest.mark.parametrize("case", ROUTER_CASES)
+def test_router_parity(bm, case):
+    check_router_parity(bm, case)
+
+
+def test_moue_export_roundtrip(bm):
+    check_export_roundtrip_and_shape_errors(bm, ROUTER_CASES["moue"])

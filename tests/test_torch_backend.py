@@ -16,7 +16,7 @@ from backends import reference
 from backends.spec import ModelConfig, RouterConfig, TrainConfig, init_params, rng
 from backends.spec.optim import adamw_update
 from harness.parity import mask_disagreement, max_abs_error, max_rel_error
-from tests.backend_checks import check_export_roundtrip_and_shape_errors
+from tests.backend_checks import ROUTER_CASES, check_export_roundtrip_and_shape_errors, check_router_parity
 from tests.conftest import backend_or_skip
 from tests.test_reference import CONFIGS, inputs
 
@@ -142,3 +142,12 @@ def test_torch_compile_matches_eager(bt):
 
 def test_export_roundtrip_and_shape_errors(bt):
     check_export_roundtrip_and_shape_errors(bt, ModelConfig())
+
+
+@pytest.mark.parametrize("case", ROUTER_CASES)
+def test_router_parity(bt, case):
+    check_router_parity(bt, case)
+
+
+def test_moue_export_roundtrip(bt):
+    check_export_roundtrip_and_shape_errors(bt, ROUTER_CASES["moue"])

@@ -18,7 +18,7 @@ if keras.backend.backend() not in ("jax", "torch"):
     raise ImportError(f"backends.keras runs Keras on jax or torch, not {keras.backend.backend()!r}: set KERAS_BACKEND=jax or torch")
 
 from .layers import OPS, DynaMoELayer, FeedForwardLayer  # noqa: E402
-from .model import DynaMoEModel, MLPModel, build_model, export_params  # noqa: E402
+from .model import DynaMoEModel, MLPModel, MoUEModel, build_model, export_params  # noqa: E402
 from .train import Trainer, evaluate_batch, forward, gradients, runtime_info, to_float  # noqa: E402
 
 NAME = f"keras-{keras.backend.backend()}"
@@ -30,6 +30,7 @@ __all__ = [
     "DynaMoEModel",
     "FeedForwardLayer",
     "MLPModel",
+    "MoUEModel",
     "Trainer",
     "build_model",
     "evaluate_batch",

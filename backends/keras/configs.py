@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from backends.spec.config import ModelConfig, RouterConfig, ScheduleConfig
+from backends.spec.config import ModelConfig, MoUEConfig, RouterConfig, ScheduleConfig
 
 
 def to_dict(cfg: ModelConfig | RouterConfig | ScheduleConfig) -> dict:
@@ -18,7 +18,7 @@ def router_config(value: RouterConfig | dict) -> RouterConfig:
 
 
 def model_config(value: ModelConfig | dict) -> ModelConfig:
-    """A ``ModelConfig`` from itself or from ``to_dict``'s output (nested schedule and router dicts)."""
+    """A ``ModelConfig`` from itself or from ``to_dict``'s output (nested schedule, router and MoUE dicts)."""
     if isinstance(value, ModelConfig):
         return value
     fields = dict(value)
@@ -26,4 +26,6 @@ def model_config(value: ModelConfig | dict) -> ModelConfig:
         fields["schedule"] = ScheduleConfig(**fields["schedule"])
     if "router" in fields:
         fields["router"] = router_config(fields["router"])
+    if isinstance(fields.get("moue"), dict):
+        fields["moue"] = MoUEConfig(**fields["moue"])
     return ModelConfig(**fields)

@@ -1,4 +1,4 @@
-"""Keras networks of the spec (Section 3.4): DynaMoE and the MLP baseline, built from spec arrays."""
+"""Keras networks of the spec (Section 3.4): DynaMoE, MoUE and the MLP baseline, built from spec arrays."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class _Network(keras.Model):
     def __init__(self, cfg: ModelConfig | dict, params: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.cfg = model_config(cfg)
-        self.blocks = [self._layer(i) for i in range(self.cfg.num_layers)]
+        self.blocks = [block for block in map(self._layer, range(self.cfg.num_layers)) if block is not None]
         if params is not None:
             self._build_with(params)
 
@@ -56,7 +56,7 @@ class _Network(keras.Model):
         dtype, initial = float_dtype(self.variable_dtype), getattr(self, "_initial", None)
         defaults = {"norm.gamma": "ones", "embed.weight": "random_normal"}
         for name, shape in param_shapes(self.cfg).items():
-            if name.startswith("layers."):
+            if self.blocks and name.startswith("layers."):
                 continue
             default = defaults.get(name, "zeros" if name.endswith(("bias", "beta")) else "glorot_uniform")
             initializer = default if initial is None else ArrayInitializer(initial[name])
@@ -70,10 +70,9 @@ class _Network(keras.Model):
         if not self.built:
             self.build()
         own = {spec_name(v.name): v for v in self.weights}  # the blocks' names (gate.weight, ...) never clash with these
-        variables = {name: own[name] for name in ("embed.weight", "input.weight", "input.bias") if name in own}
         for i, block in enumerate(self.blocks):
-            variables.update({f"layers.{i}.{name}": v for name, v in block.spec_variables().items()})
-        return variables | {name: own[name] for name in ("norm.gamma", "norm.beta", "head.weight", "head.bias")}
+            own.update({f"layers.{i}.{name}": v for name, v in block.spec_variables().items()})
+        return {name: own[name] for name in param_shapes(self.cfg)}
 
     def set_params(self, params: dict) -> None:
         """Assign the spec's NumPy arrays (all of them, spec names), rounded to the model's dtype by NumPy."""
@@ -88,8 +87,10 @@ class _Network(keras.Model):
         """``(logits, routings)`` via ``spec.forward.model_forward``."""
         return F.model_forward(OPS, self.params(), x, self.cfg, noises)
 
-    def call(self, x, noises=None):
-        return self.forward_with_routing(x, noises)[0]
+    def call(self, x, noises=None, with_routings=False):
+        """Logits, or ``(logits, routings)`` with ``with_routings`` (what the training loss needs)."""
+        logits, routings = self.forward_with_routing(x, noises)
+        return (logits, routings) if with_routings else logits
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -108,6 +109,15 @@ class DynaMoEModel(_Network):
 
 
 @keras.saving.register_keras_serializable(package="dynamoe")
+class MoUEModel(_Network):
+    """MoUE network (``spec.moue``): the universal pool (``pool.*``) and any local experts
+    (``layers.<i>.*``) are the network's own weights, under the spec's names; it has no blocks."""
+
+    def _layer(self, i: int):
+        return None
+
+
+@keras.saving.register_keras_serializable(package="dynamoe")
 class MLPModel(_Network):
     """The dense MLP baseline: one ``FeedForwardLayer`` per layer."""
 
@@ -118,7 +128,7 @@ class MLPModel(_Network):
 def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32") -> _Network:
     """The network of ``cfg`` holding ``params`` (spec names and shapes; checked)."""
     check_params(cfg, {name: np.shape(value) for name, value in params.items()})
-    cls = DynaMoEModel if cfg.kind == "dynamoe" else MLPModel
+    cls = {"dynamoe": DynaMoEModel, "moue": MoUEModel, "mlp": MLPModel}[cfg.kind]
     return cls(cfg, params, dtype=float_dtype(dtype))
 
 

@@ -97,5 +97,14 @@ class KerasOps:
         """``logp[..., labels]`` picked per row: the log-probability of each row's label."""
         return ops.squeeze(ops.take_along_axis(logp, ops.expand_dims(labels, -1), axis=-1), axis=-1)
 
+    def cumsum(self, x, axis):
+        return ops.cumsum(x, axis=axis, dtype=ops.dtype(x))
+
+    def take(self, x, indices, axis):
+        return ops.take(x, np.asarray(indices, dtype=np.int32), axis=axis)
+
+    def concat(self, xs, axis):
+        return ops.concatenate(list(xs), axis=axis)
+
     def stop_gradient(self, x):
         return ops.stop_gradient(x)

@@ -19,6 +19,7 @@ from keras import ops
 
 from backends.spec import forward as F
 from backends.spec.config import TrainConfig
+from backends.spec.routers import training_loss
 
 from .layers import OPS
 from .model import _Network, labels_tensor, noise_tensors, to_tensor
@@ -117,11 +118,12 @@ _evaluate_compiled = compile_fn(_evaluate, static_argnums=0)
 
 
 def _loss_of(model: _Network):
-    """Mean cross-entropy as a function of the model's variable values (``stateless_call``)."""
+    """The training loss (cross-entropy + ``balance_weight`` x balancing loss, ``spec.routers.training_loss``)
+    as a function of the model's variable values (``stateless_call``)."""
 
     def loss(trainable, non_trainable, x, y, noises):
-        logits, _ = model.stateless_call(trainable, non_trainable, x, noises=noises)
-        return F.cross_entropy(OPS, logits, y)
+        (logits, routings), _ = model.stateless_call(trainable, non_trainable, x, noises=noises, with_routings=True)
+        return training_loss(OPS, logits, y, routings, model.cfg)
 
     return loss
 
@@ -192,7 +194,8 @@ def forward(model: _Network, x, noises=None) -> tuple[np.ndarray, list[np.ndarra
 
 
 def gradients(model: _Network, x, y, noises=None) -> tuple[float, dict[str, np.ndarray]]:
-    """Mean cross-entropy and its gradient with respect to every parameter (spec names, spec order)."""
+    """The training loss (mean cross-entropy, + ``balance_weight`` x the balancing loss when > 0) and its
+    gradient with respect to every parameter (spec names, spec order)."""
     variables = model.trainable_variables
     # compiled on JAX (once per call: op by op, JAX's eager autodiff compiles each small op separately)
     inputs = (to_tensor(model, x), labels_tensor(y), noise_tensors(model, noises))
@@ -202,7 +205,8 @@ def gradients(model: _Network, x, y, noises=None) -> tuple[float, dict[str, np.n
 
 
 def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray]]:
-    """Summed loss and correct predictions over the batch's targets, per-layer selection counts."""
+    """Summed cross-entropy (no balancing term) and correct predictions over the batch's targets, and
+    per-layer selection counts (per expert; MoUE: per window slot, ``spec.moue.pool_usage`` maps them)."""
     with no_grad():
         labels = labels_tensor(y)
         logits, masks = _evaluate_compiled(model.cfg, model.params(), to_tensor(model, x), None)

@@ -1,7 +1,7 @@
 """DynaMoE in MLX: thin modules over ``backends.spec`` (names: ``backends.api``)."""
 
 from .layers import OPS, DynaMoELayer, FeedForwardLayer
-from .model import DynaMoEModel, MLPModel, build_model, export_params, load_weights, save_weights
+from .model import DynaMoEModel, MLPModel, MoUEModel, build_model, export_params, load_weights, save_weights
 from .train import Trainer, evaluate_batch, forward, gradients, runtime_info, to_float
 
 NAME = "mlx"
@@ -13,6 +13,7 @@ __all__ = [
     "DynaMoEModel",
     "FeedForwardLayer",
     "MLPModel",
+    "MoUEModel",
     "Trainer",
     "build_model",
     "evaluate_batch",

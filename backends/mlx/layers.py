@@ -47,6 +47,24 @@ class ParamGroup(nn.Module):
             setattr(self, name, to_mlx(value, dtype))
 
 
+def param_tree(arrays: dict[str, np.ndarray], dtype="float32") -> nn.Module:
+    """Nested modules whose parameter paths are the dotted names of ``arrays`` (e.g. ``experts.w1``)."""
+    root = nn.Module()
+    groups: dict[str, dict] = {}
+    for name, value in arrays.items():
+        module, _, leaf = name.rpartition(".")
+        groups.setdefault(module, {})[leaf] = value
+    for module, leaves in groups.items():
+        parent = root
+        *path, last = module.split(".")
+        for part in path:
+            if part not in parent:
+                setattr(parent, part, nn.Module())
+            parent = parent[part]
+        setattr(parent, last, ParamGroup(leaves, dtype))
+    return root
+
+
 class DynaMoELayer(nn.Module):
     """A DynaMoE layer (Eq. 1, 4-7): ``y = sum_{i in S(h)} w_i E_i(h)`` over dynamically selected experts.
 

@@ -1,4 +1,4 @@
-"""MLX networks of the spec (Section 3.4): DynaMoE and the MLP baseline, built from spec arrays."""
+"""MLX networks of the spec (Section 3.4): DynaMoE, MoUE and the MLP baseline, built from spec arrays."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from backends.spec import forward as F
 from backends.spec.config import ModelConfig
 from backends.spec.init import check_params, param_shapes
 
-from .layers import OPS, DynaMoELayer, FeedForwardLayer, ParamGroup, dtype_name, to_mlx
+from .layers import OPS, DynaMoELayer, FeedForwardLayer, ParamGroup, dtype_name, param_tree, to_mlx
 
 
 class _Network(nn.Module):
@@ -30,6 +30,8 @@ class _Network(nn.Module):
             self.embed = ParamGroup(group["embed"], dtype)
         else:
             self.input = ParamGroup(group["input"], dtype)
+        if cfg.kind == "moue":
+            self.pool = param_tree(_under(params, "pool."), dtype)
         self.layers = [self._layer(group, i, dtype) for i in range(cfg.num_layers)]
         self.norm = ParamGroup(group["norm"], dtype)
         self.head = ParamGroup(group["head"], dtype)
@@ -58,6 +60,18 @@ class DynaMoEModel(_Network):
         return DynaMoELayer(self.cfg.router, group[f"layers.{i}.gate"]["weight"], e["w1"], e["b1"], e["w2"], e["b2"], dtype)
 
 
+class MoUEModel(_Network):
+    """MoUE network (``spec.moue``): ``pool`` holds the universal experts, router and trajectory
+    embedding; ``layers.<i>`` hold each layer's local experts (empty without them)."""
+
+    def _layer(self, group, i, dtype):
+        return param_tree(_under({f"{m}.{leaf}": v for m, g in group.items() for leaf, v in g.items()}, f"layers.{i}."), dtype)
+
+
+def _under(params: dict, prefix: str) -> dict:
+    return {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
+
+
 class MLPModel(_Network):
     """The dense MLP baseline: one ``FeedForwardLayer`` per layer."""
 
@@ -70,7 +84,7 @@ def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32"
     """The network of ``cfg`` holding ``params`` (spec names and shapes; checked)."""
     check_params(cfg, {name: np.shape(value) for name, value in params.items()})
     dtype_name(dtype)
-    cls = DynaMoEModel if cfg.kind == "dynamoe" else MLPModel
+    cls = {"dynamoe": DynaMoEModel, "moue": MoUEModel, "mlp": MLPModel}[cfg.kind]
     return cls(cfg, {name: params[name] for name in param_shapes(cfg)}, dtype)
 
 

@@ -81,5 +81,14 @@ class MlxOps:
         """``logp[..., labels]`` picked per row: the log-probability of each row's label."""
         return mx.squeeze(mx.take_along_axis(logp, mx.expand_dims(labels, -1), axis=-1), -1)
 
+    def cumsum(self, x, axis):
+        return mx.cumsum(x, axis=axis)
+
+    def take(self, x, indices, axis):
+        return mx.take(x, mx.array(list(indices), dtype=mx.int32), axis=axis)
+
+    def concat(self, xs, axis):
+        return mx.concatenate(list(xs), axis=axis)
+
     def stop_gradient(self, x):
         return mx.stop_gradient(x)

@@ -14,14 +14,17 @@ from mlx.utils import tree_flatten
 
 from backends.spec import forward as F
 from backends.spec.config import TrainConfig
+from backends.spec.init import param_shapes
+from backends.spec.routers import training_loss
 
 from .layers import OPS
 from .model import _Network, labels_array, noise_arrays, to_array
 
 
 def _loss(model: _Network, x, y, noises):
-    logits, _ = model.forward_with_routing(x, noises)
-    return F.cross_entropy(OPS, logits, y)
+    """The training loss: cross-entropy + ``balance_weight`` x balancing loss (``spec.routers.training_loss``)."""
+    logits, routings = model.forward_with_routing(x, noises)
+    return training_loss(OPS, logits, y, routings, model.cfg)
 
 
 class AdamW(optim.Optimizer):
@@ -113,15 +116,17 @@ def forward(model: _Network, x, noises=None) -> tuple[np.ndarray, list[np.ndarra
 
 
 def gradients(model: _Network, x, y, noises=None) -> tuple[float, dict[str, np.ndarray]]:
-    """Mean cross-entropy and its gradient with respect to every parameter (spec names)."""
+    """The training loss (mean cross-entropy, + ``balance_weight`` x the balancing loss when > 0) and its
+    gradient with respect to every parameter (spec names, spec order)."""
     loss, grads = nn.value_and_grad(model, _loss)(model, to_array(model, x), labels_array(y), noise_arrays(model, noises))
     flat = dict(tree_flatten(grads))
     mx.eval(loss, flat)
-    return float(loss.item()), {name: np.array(g) for name, g in flat.items()}
+    return float(loss.item()), {name: np.array(flat[name]) for name in param_shapes(model.cfg)}
 
 
 def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray]]:
-    """Summed loss and correct predictions over the batch's targets, per-layer selection counts."""
+    """Summed cross-entropy (no balancing term) and correct predictions over the batch's targets, and
+    per-layer selection counts (per expert; MoUE: per window slot, ``spec.moue.pool_usage`` maps them)."""
     labels = labels_array(y)
     logits, routings = model.forward_with_routing(to_array(model, x))
     loss_sum = F.cross_entropy(OPS, logits, labels) * labels.size

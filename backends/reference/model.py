@@ -1,4 +1,4 @@
-"""NumPy float64 forward of the DynaMoE model and the MLP baseline (``spec.forward`` with ``NumpyOps``)."""
+"""NumPy float64 forward of the DynaMoE and MoUE models and the MLP baseline (``spec.forward`` with ``NumpyOps``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numpy as np
 from backends.spec import forward as F
 from backends.spec.config import ModelConfig
 from backends.spec.ops import NumpyOps
+from backends.spec.routers import training_loss
 from backends.spec.stats import layer_stats
 
 OPS = NumpyOps(np.float64)
@@ -30,9 +31,10 @@ def forward(params: dict, x, cfg: ModelConfig, noises=None) -> tuple[np.ndarray,
 
 
 def loss(params: dict, x, y, cfg: ModelConfig, noises=None) -> float:
-    """Mean cross-entropy of the model on (x, y)."""
-    logits, _ = forward(params, x, cfg, noises)
-    return float(F.cross_entropy(OPS, logits, np.asarray(y, dtype=np.int64)))
+    """The training loss on (x, y): mean cross-entropy, plus ``balance_weight`` times the balancing loss
+    when that is > 0 (``spec.routers.training_loss``; what every backend's ``gradients`` differentiates)."""
+    logits, routings = forward(params, x, cfg, noises)
+    return float(training_loss(OPS, logits, np.asarray(y, dtype=np.int64), routings, cfg))
 
 
 def routing_stats(routings: list[F.Routing]) -> list[dict]:

@@ -20,6 +20,7 @@ from math import comb, prod
 
 from .config import ModelConfig, RouterConfig
 from .init import param_shapes
+from .moue import layer_widths
 from .routing import token_scope_count
 
 
@@ -29,8 +30,21 @@ def parameter_count(cfg: ModelConfig) -> int:
 
 
 def expected_active(num_experts: int, router: RouterConfig) -> float:
-    """Nominal E[k] of a layer: token scope exactly, batch scope ``(1 - tau/100) E`` (its mean before the
-    k_min clamp lifts tokens that fall below every threshold), both clamped to [k_min, k_max]."""
+    """Nominal active experts per token of a layer by ``router.kind``.
+
+    DynaMoE: token scope exactly, batch scope ``(1 - tau/100) E`` (its mean before the k_min clamp lifts
+    tokens that fall below every threshold), both clamped to [k_min, k_max]. Top-K: K; Switch: 1; GShard:
+    2 (capacity can only lower them: dropped tokens use none); expert choice: ``C E / N``, i.e.
+    ``capacity_factor * top_k`` (each expert takes C tokens), at most E. All at most E.
+    """
+    if router.kind == "topk":
+        return float(min(router.top_k, num_experts))
+    if router.kind == "switch":
+        return 1.0
+    if router.kind == "gshard":
+        return float(min(2, num_experts))
+    if router.kind == "expert_choice":
+        return min(float(num_experts), router.capacity_factor * router.top_k)
     k_min, k_max = router.layer_bounds(num_experts)
     if router.scope == "token":
         k = float(token_scope_count(num_experts, router.tau))
@@ -49,8 +63,12 @@ def layer_flops(cfg: ModelConfig, layer: int, active: float | None = None) -> fl
     d = cfg.hidden_dim
     if cfg.kind == "mlp":
         return 4.0 * d * cfg.mlp_hidden
-    experts = cfg.experts_per_layer()[layer]
+    experts = layer_widths(cfg)[layer]
     k = expected_active(experts, cfg.router) if active is None else active
+    if cfg.kind == "moue":
+        # the universal router reads [h ; r] (d + r) over the layer's slots; the state update w A is 2 r slots
+        r = cfg.moue.trajectory_dim
+        return k * expert_flops(cfg) + 2.0 * (d + r) * experts + 2.0 * r * experts
     return k * expert_flops(cfg) + 2.0 * d * experts
 
 
@@ -69,8 +87,32 @@ def flops_bounds(cfg: ModelConfig) -> tuple[float, float]:
     if cfg.kind == "mlp":
         flops = active_flops_per_token(cfg)
         return flops, flops
-    bounds = [cfg.router.layer_bounds(e) for e in cfg.experts_per_layer()]
+    if cfg.router.kind != "dynamic":
+        flops = active_flops_per_token(cfg)
+        return flops, flops
+    bounds = [cfg.router.layer_bounds(e) for e in layer_widths(cfg)]
     return (active_flops_per_token(cfg, [float(lo) for lo, _ in bounds]), active_flops_per_token(cfg, [float(hi) for _, hi in bounds]))
+
+
+def _layer_params(cfg: ModelConfig) -> int:
+    """Parameters of the residual layers (MoE, MoUE pool and locals, or MLP blocks)."""
+    return sum(prod(s) for name, s in param_shapes(cfg).items() if name.startswith(("layers.", "pool.")))
+
+
+def matched_mlp(cfg: ModelConfig, by: str = "params") -> ModelConfig:
+    """The dense MLP baseline matched to ``cfg`` in total parameters (``by="params"``) or in active FLOPs
+    per token (``by="flops"``), by choosing ``mlp_hidden_ratio`` (the block width h, rounded to the
+    nearest integer >= 1; everything else is ``cfg``'s). An MLP layer holds ``2 d h + h + d`` parameters
+    and costs ``4 d h`` FLOPs a token (``layer_flops``)."""
+    if by not in ("params", "flops"):
+        raise ValueError(f"matched_mlp: by = {by!r} is invalid: choose 'params' or 'flops'")
+    d, layers = cfg.hidden_dim, cfg.num_layers
+    if by == "params":
+        hidden = (_layer_params(cfg) / layers - d) / (2 * d + 1)
+    else:
+        hidden = sum(layer_flops(cfg, layer) for layer in range(layers)) / layers / (4 * d)
+    hidden = max(1, int(round(hidden)))
+    return cfg.replace(kind="mlp", moue=None, mlp_hidden_ratio=hidden / d)
 
 
 def routing_patterns_fixed(num_experts: int, k: int) -> int:

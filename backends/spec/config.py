@@ -15,7 +15,7 @@ SCHEDULES = ("uniform", "descending", "ascending", "pyramid-up", "pyramid-down",
 SCOPES = ("batch", "token")
 COMBINE_INPUTS = ("probs", "logits")
 ROUTER_KINDS = ("dynamic", "topk", "switch", "gshard", "expert_choice")
-MODEL_KINDS = ("dynamoe", "mlp")
+MODEL_KINDS = ("dynamoe", "mlp", "moue")
 TASKS = ("classify", "lm")
 
 
@@ -142,11 +142,49 @@ class RouterConfig:
 
 
 @dataclass(frozen=True)
+class MoUEConfig:
+    """Mixture of Universal Experts (Chen et al. 2026; ``shared/spec/MOUE.md``; the math: ``spec.moue``).
+
+    Only the paper's abstract survives, so every field is an inferred, documented choice:
+
+    - ``pool_size``: U universal experts shared by every layer (same FFN shape as a DynaMoE expert).
+    - ``stride``: the staggered rotation; layer l sees pool experts ``(stride * l + j) mod U`` for
+      ``j < E_l`` (E_l from the schedule, so the choice set per layer equals the matched MoE's).
+      ``None``: ``max(1, U // L)``, which spreads the L windows evenly round the pool.
+    - ``local_experts``: layer-local experts per layer beside the window (0: none; the abstract names none).
+    - ``trajectory_dim``: size r of the universal router's trajectory state (0: no state, the router
+      then sees only ``h``).
+    - ``exposure_correction``: UELB divides each expert's load and gate mass by its exposure (the layers
+      that see it); ``False`` gives the uncorrected pooled Switch loss (the ablation).
+    """
+
+    pool_size: int = 16
+    stride: int | None = None
+    local_experts: int = 0
+    trajectory_dim: int = 8
+    exposure_correction: bool = True
+
+    def __post_init__(self) -> None:
+        _check_int("MoUEConfig", "pool_size", self.pool_size, 1)
+        if self.stride is not None:
+            _check_int("MoUEConfig", "stride", self.stride, 0)
+        _check_int("MoUEConfig", "local_experts", self.local_experts, 0)
+        _check_int("MoUEConfig", "trajectory_dim", self.trajectory_dim, 0)
+        if not isinstance(self.exposure_correction, bool):
+            _fail("MoUEConfig", "exposure_correction", self.exposure_correction, "must be True or False")
+
+    def layer_stride(self, num_layers: int) -> int:
+        """The rotation step between consecutive layers' windows."""
+        return max(1, self.pool_size // num_layers) if self.stride is None else self.stride
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The whole network (Section 3.4): input projection, L residual layers, LayerNorm, head.
 
-    - ``kind``: ``"dynamoe"`` (residual DynaMoE layers) or ``"mlp"`` (the dense baseline: one
-      feed-forward block per layer).
+    - ``kind``: ``"dynamoe"`` (residual DynaMoE layers), ``"mlp"`` (the dense baseline: one
+      feed-forward block per layer) or ``"moue"`` (layers sharing a universal pool, ``spec.moue``;
+      needs ``moue=MoUEConfig(...)``). Every kind but the MLP routes with ``router.kind``.
     - ``task``: ``"classify"`` (flattened images, ``input_dim`` features) or ``"lm"`` (token ids,
       an embedding of ``vocab_size`` rows, next-token head over the vocabulary, per position).
     - ``expert_hidden_ratio``: expert hidden width d_h = ratio * d (Prop. 1's d_h; not recovered,
@@ -183,6 +221,14 @@ class ModelConfig:
             _fail("ModelConfig", "schedule", self.schedule, "must be a ScheduleConfig")
         if not isinstance(self.router, RouterConfig):
             _fail("ModelConfig", "router", self.router, "must be a RouterConfig")
+        if self.kind == "moue":
+            if not isinstance(self.moue, MoUEConfig):
+                _fail("ModelConfig", "moue", self.moue, "kind='moue' needs a MoUEConfig (e.g. moue=MoUEConfig(pool_size=16))")
+            widest = max(self.experts_per_layer())
+            if widest > self.moue.pool_size:
+                _fail("ModelConfig", "moue", self.moue, f"pool_size must be >= the widest layer's window E_l = {widest} (raise pool_size)")
+        elif self.moue is not None:
+            _fail("ModelConfig", "moue", self.moue, f"is only for kind='moue' (kind is {self.kind!r}): leave it None")
 
     @property
     def num_layers(self) -> int:

@@ -11,25 +11,8 @@ LayerNorm, after the last layer).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from .config import ModelConfig, RouterConfig
-from .routing import combine_weights, select_experts
-
-
-@dataclass
-class Routing:
-    """What one DynaMoE layer decided: gate probabilities (N, E), selected mask (N, E), weights (N, E)."""
-
-    probs: Any
-    mask: Any
-    weights: Any
-
-
-def softmax(ops, x):
-    e = ops.exp(x - ops.max(x, axis=-1, keepdims=True))
-    return e / ops.sum(e, axis=-1, keepdims=True)
+from .routers import Routing, route_logits, softmax  # noqa: F401  (Routing and softmax live in spec.routers)
 
 
 def log_softmax(ops, x):
@@ -50,18 +33,13 @@ def feed_forward(ops, h, w1, b1, w2, b2):
 
 
 def route(ops, h, gate_weight, noise, router: RouterConfig) -> Routing:
-    """Gate (Eq. 1), noise (Eq. 7), selection (Eq. 4-5) and weights (Eq. 6) for tokens ``h`` (N, d).
+    """Gate (Eq. 1), noise (Eq. 7), selection and weights for tokens ``h`` (N, d) by ``router.kind``.
 
-    ``noise`` (N, E) or ``None`` is added to the gate probabilities; the selection and the weights both
-    use the noisy values (Algorithm 1 as reconstructed in PAPERS.md section 2.4).
+    ``noise`` (N, E) or ``None`` is added to the gate probabilities. DynaMoE (``kind="dynamic"``): the
+    selection (Eq. 4-5) and the weights (Eq. 6) both use the noisy values (Algorithm 1 as reconstructed
+    in PAPERS.md section 2.4). The baselines: ``spec.routers``.
     """
-    logits = ops.matmul(h, gate_weight)
-    probs = softmax(ops, logits)
-    noisy = probs if noise is None else probs + noise
-    k_min, k_max = router.layer_bounds(ops.shape(gate_weight)[-1])
-    mask = select_experts(noisy, router.tau, k_min, k_max, scope=router.scope, ops=ops)
-    values = noisy if router.combine == "probs" else logits
-    return Routing(probs, mask, combine_weights(values, mask, router.temperature, ops=ops))
+    return route_logits(ops, ops.matmul(h, gate_weight), noise, router)
 
 
 def dynamoe_layer(ops, p: dict, h, noise, router: RouterConfig):
@@ -106,12 +84,17 @@ def model_forward(ops, params: dict, x, cfg: ModelConfig, noises=None):
     """Logits and per-layer routings of the whole network.
 
     ``x``: (B, input_dim) floats or (B, T) token ids; ``noises``: per-layer gate noise (training) or
-    ``None``. Returns ``(logits, routings)``: logits (B, C) or (B, T, V); routings a list of ``Routing``
+    ``None``, shapes ``spec.moue.layer_widths``. MoUE's layers: ``spec.moue.moue_layers``.
+    Returns ``(logits, routings)``: logits (B, C) or (B, T, V); routings a list of ``Routing``
     (empty for the MLP). In ``lm`` every position is a token of the layer's routing batch.
     """
     h = embed(ops, params, x, cfg)
     routings = []
-    for layer in range(cfg.num_layers):
+    if cfg.kind == "moue":
+        from .moue import moue_layers
+
+        h, routings = moue_layers(ops, params, h, cfg, noises)
+    for layer in range(cfg.num_layers if cfg.kind != "moue" else 0):
         p = layer_params(params, cfg, layer)
         if cfg.kind == "dynamoe":
             y, routing = dynamoe_layer(ops, p, h, None if noises is None else noises[layer], cfg.router)

@@ -5,7 +5,8 @@ PyTorch user sees familiar starting points):
 
 - every linear weight and bias (input projection, gate, expert and MLP layers, head):
   ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with fan_in the layer's input width;
-- the gate has no bias (Eq. 1: ``softmax(W_g h)``);
+- the gate has no bias (Eq. 1: ``softmax(W_g h)``); MoUE's gates read ``[h ; r]`` (fan_in d + r) and its
+  trajectory embeddings (rows of r) use fan_in r;
 - the token embedding (``lm``): ``N(0, 0.02^2)`` (GPT-2's);
 - LayerNorm: gamma = 1, beta = 0.
 
@@ -41,6 +42,10 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
             shapes[prefix + "experts.b1"] = (experts, dh)
             shapes[prefix + "experts.w2"] = (experts, dh, d)
             shapes[prefix + "experts.b2"] = (experts, d)
+    elif cfg.kind == "moue":
+        from .moue import pool_shapes
+
+        shapes.update(pool_shapes(cfg))
     else:
         h = cfg.mlp_hidden
         for layer in range(cfg.num_layers):
@@ -74,6 +79,10 @@ def fan_in(name: str, shape: tuple[int, ...], cfg: ModelConfig) -> int:
         return cfg.expert_hidden
     if name.endswith(("ffn.w2", "ffn.b2")):
         return cfg.mlp_hidden
+    if cfg.kind == "moue" and name.endswith("gate.weight"):
+        return cfg.hidden_dim + cfg.moue.trajectory_dim  # the universal router reads [h ; r]
+    if name.endswith("trajectory.weight"):
+        return shape[-1]  # an embedding into the r-dimensional trajectory state
     return cfg.hidden_dim
 
 

@@ -83,5 +83,16 @@ class NumpyOps:
         """``logp[..., labels]`` picked per row: the log-probability of each row's label."""
         return np.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
 
+    def cumsum(self, x, axis):
+        """Inclusive running sum along ``axis`` (token positions within an expert's capacity)."""
+        return np.cumsum(x, axis=axis)
+
+    def take(self, x, indices, axis):
+        """``x`` restricted to the static integer ``indices`` (a tuple) along ``axis`` (a MoUE window)."""
+        return np.take(x, np.asarray(indices, dtype=np.int64), axis=axis)
+
+    def concat(self, xs, axis):
+        return np.concatenate(xs, axis=axis)
+
     def stop_gradient(self, x):
         return x

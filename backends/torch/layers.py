@@ -33,6 +33,24 @@ class ParamGroup(nn.Module):
             self.register_parameter(name, nn.Parameter(tensor.clone()))
 
 
+def param_tree(arrays: dict[str, np.ndarray], dtype="float32", device=None) -> nn.Module:
+    """Nested modules whose parameter paths are the dotted names of ``arrays`` (e.g. ``experts.w1``)."""
+    groups: dict[str, dict] = {}
+    for name, value in arrays.items():
+        module, _, leaf = name.rpartition(".")
+        groups.setdefault(module, {})[leaf] = value
+    root = nn.Module()
+    for module, leaves in groups.items():
+        parent = root
+        *path, last = module.split(".")
+        for part in path:
+            if not hasattr(parent, part):
+                parent.add_module(part, nn.Module())
+            parent = getattr(parent, part)
+        parent.add_module(last, ParamGroup(leaves, dtype, device))
+    return root
+
+
 class DynaMoELayer(nn.Module):
     """A DynaMoE layer (Eq. 1, 4-7): ``y = sum_{i in S(h)} w_i E_i(h)`` over dynamically selected experts.
 

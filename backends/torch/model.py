@@ -1,4 +1,4 @@
-"""PyTorch networks of the spec (Section 3.4): DynaMoE and the MLP baseline, built from spec arrays."""
+"""PyTorch networks of the spec (Section 3.4): DynaMoE, MoUE and the MLP baseline, built from spec arrays."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 from backends.spec import forward as F
 from backends.spec.config import ModelConfig
 
-from .layers import OPS, DynaMoELayer, FeedForwardLayer, ParamGroup, torch_dtype
+from .layers import OPS, DynaMoELayer, FeedForwardLayer, ParamGroup, param_tree, torch_dtype
 
 
 class _Network(nn.Module):
@@ -26,6 +26,8 @@ class _Network(nn.Module):
             self.embed = ParamGroup(group["embed"], dtype, device)
         else:
             self.input = ParamGroup(group["input"], dtype, device)
+        if cfg.kind == "moue":
+            self.pool = param_tree(_under(params, "pool."), dtype, device)
         self.layers = nn.ModuleList(self._layer(group, i, dtype, device) for i in range(cfg.num_layers))
         self.norm = ParamGroup(group["norm"], dtype, device)
         self.head = ParamGroup(group["head"], dtype, device)
@@ -54,6 +56,18 @@ class DynaMoEModel(_Network):
         return DynaMoELayer(self.cfg.router, group[f"layers.{i}.gate"]["weight"], e["w1"], e["b1"], e["w2"], e["b2"], dtype, device)
 
 
+class MoUEModel(_Network):
+    """MoUE network (``spec.moue``): ``pool`` holds the universal experts, router and trajectory
+    embedding; ``layers.<i>`` hold each layer's local experts (empty without them)."""
+
+    def _layer(self, group, i, dtype, device):
+        return param_tree(_under({f"{m}.{leaf}": v for m, g in group.items() for leaf, v in g.items()}, f"layers.{i}."), dtype, device)
+
+
+def _under(params: dict, prefix: str) -> dict:
+    return {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
+
+
 class MLPModel(_Network):
     """The dense MLP baseline: one ``FeedForwardLayer`` per layer."""
 
@@ -68,7 +82,7 @@ def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32"
 
     check_params(cfg, {name: np.shape(value) for name, value in params.items()})
     expected = param_shapes(cfg)
-    cls = DynaMoEModel if cfg.kind == "dynamoe" else MLPModel
+    cls = {"dynamoe": DynaMoEModel, "moue": MoUEModel, "mlp": MLPModel}[cfg.kind]
     torch_dtype(dtype)
     return cls(cfg, {name: params[name] for name in expected}, dtype, device)
 

@@ -73,5 +73,14 @@ class TorchOps:
     def one_hot_pick(self, logp, labels):
         return torch.gather(logp, -1, labels.unsqueeze(-1)).squeeze(-1)
 
+    def cumsum(self, x, axis):
+        return torch.cumsum(x, dim=axis)
+
+    def take(self, x, indices, axis):
+        return torch.index_select(x, axis, torch.as_tensor(indices, dtype=torch.int64, device=x.device))
+
+    def concat(self, xs, axis):
+        return torch.cat(list(xs), dim=axis)
+
     def stop_gradient(self, x):
         return x.detach()

@@ -10,14 +10,16 @@ import torch
 
 from backends.spec import forward as F
 from backends.spec.config import TrainConfig
+from backends.spec.routers import training_loss
 
 from .layers import OPS
 from .model import _Network, labels_tensor, noise_tensors, to_tensor
 
 
 def _loss(model: _Network, x, y, noises):
-    logits, _ = model.forward_with_routing(x, noises)
-    return F.cross_entropy(OPS, logits, y)
+    """The training loss: cross-entropy + ``balance_weight`` x balancing loss (``spec.routers.training_loss``)."""
+    logits, routings = model.forward_with_routing(x, noises)
+    return training_loss(OPS, logits, y, routings, model.cfg)
 
 
 class Trainer:
@@ -55,17 +57,21 @@ def forward(model: _Network, x, noises=None) -> tuple[np.ndarray, list[np.ndarra
 
 
 def gradients(model: _Network, x, y, noises=None) -> tuple[float, dict[str, np.ndarray]]:
-    """Mean cross-entropy and its gradient with respect to every parameter (spec names)."""
+    """The training loss (mean cross-entropy, + ``balance_weight`` x the balancing loss when > 0) and its
+    gradient with respect to every parameter (spec names)."""
     model.zero_grad(set_to_none=True)
     loss = _loss(model, to_tensor(model, x), labels_tensor(model, y), noise_tensors(model, noises))
     loss.backward()
-    grads = {name: p.grad.detach().cpu().numpy().copy() for name, p in model.named_parameters()}
+    grads = {
+        name: (torch.zeros_like(p) if p.grad is None else p.grad).detach().cpu().numpy().copy() for name, p in model.named_parameters()
+    }
     model.zero_grad(set_to_none=True)
     return float(loss.detach()), grads
 
 
 def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray]]:
-    """Summed loss and correct predictions over the batch's targets, per-layer selection counts."""
+    """Summed cross-entropy (no balancing term) and correct predictions over the batch's targets, and
+    per-layer selection counts (per expert; MoUE: per window slot, ``spec.moue.pool_usage`` maps them)."""
     with torch.no_grad():
         labels = labels_tensor(model, y)
         logits, routings = model.forward_with_routing(to_tensor(model, x))
