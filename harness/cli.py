@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_parity)
     sub.add_parser("params", help="our parameter counts beside the paper's (Tables 1-3)").set_defaults(func=cmd_params)
     sub.add_parser("backends", help="which backends can run here, and why not").set_defaults(func=cmd_backends)
+    __import__("harness.bench", fromlist=["add_bench_command"]).add_bench_command(sub)
     from harness.commands import add_commands
 
     add_commands(sub)

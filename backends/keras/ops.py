@@ -93,6 +93,9 @@ class KerasOps:
         """``table[ids]``: embedding lookup of integer ids."""
         return ops.take(table, ids, axis=0)
 
+    def arange(self, n: int, like):
+        return ops.arange(n, dtype=ops.dtype(like))
+
     def one_hot_pick(self, logp, labels):
         """``logp[..., labels]`` picked per row: the log-probability of each row's label."""
         return ops.squeeze(ops.take_along_axis(logp, ops.expand_dims(labels, -1), axis=-1), axis=-1)

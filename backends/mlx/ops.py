@@ -77,6 +77,9 @@ class MlxOps:
         """``table[ids]``: embedding lookup of integer ids."""
         return mx.take(table, ids, axis=0)
 
+    def arange(self, n: int, like):
+        return mx.arange(n, dtype=like.dtype)
+
     def one_hot_pick(self, logp, labels):
         """``logp[..., labels]`` picked per row: the log-probability of each row's label."""
         return mx.squeeze(mx.take_along_axis(logp, mx.expand_dims(labels, -1), axis=-1), -1)

@@ -11,6 +11,7 @@ LayerNorm, after the last layer).
 
 from __future__ import annotations
 
+from . import dispatch
 from .config import ModelConfig, RouterConfig
 from .routers import Routing, route_logits, softmax  # noqa: F401  (Routing and softmax live in spec.routers)
 
@@ -56,12 +57,10 @@ def dynamoe_layer(ops, p: dict, h, noise, router: RouterConfig):
 def expert_mixture(ops, p: dict, h, weights):
     """``sum_i w_i E_i(h)`` for tokens ``h`` (N, d) and combine weights ``weights`` (N, E), zero off S.
 
-    Dense-masked: every expert runs on every token; the result equals a sparse dispatch's.
+    The methods (dense-masked: every expert on every token, as one batched product or as one wide
+    network; or a sparse dispatch) give the same sum; the backend's measured choice: ``spec.dispatch``.
     """
-    hidden = ops.relu(ops.matmul(ops.expand_dims(h, 0), p["w1"]) + ops.expand_dims(p["b1"], 1))  # (E, N, d_h)
-    out = ops.matmul(hidden, p["w2"]) + ops.expand_dims(p["b2"], 1)  # (E, N, d)
-    weights = ops.expand_dims(ops.transpose(weights, (1, 0)), 2)  # (E, N, 1)
-    return ops.sum(weights * out, axis=0)
+    return dispatch.mixture(ops, p, h, weights)
 
 
 def layer_params(params: dict, cfg: ModelConfig, layer: int) -> dict:

@@ -79,6 +79,10 @@ class NumpyOps:
         """``table[ids]``: embedding lookup of integer ids."""
         return table[ids]
 
+    def arange(self, n: int, like):
+        """``0, 1, ..., n - 1`` as floats of ``like``'s dtype (expert indices: ties broken by them)."""
+        return np.arange(n, dtype=like.dtype)
+
     def one_hot_pick(self, logp, labels):
         """``logp[..., labels]`` picked per row: the log-probability of each row's label."""
         return np.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]

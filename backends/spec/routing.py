@@ -77,7 +77,8 @@ def expert_ranks(gates, ops=None):
     n_experts = ops.shape(gates)[-1]
     gi = ops.expand_dims(gates, 2)  # (N, E, 1): the expert being ranked
     gj = ops.expand_dims(gates, 1)  # (N, 1, E): the experts it is compared with
-    before = ops.constant(np.tri(n_experts, k=-1), like=gates)  # [i, j] = 1 where j < i
+    index = ops.arange(n_experts, like=gates)
+    before = ops.to_float(ops.expand_dims(index, 1) > ops.expand_dims(index, 0), gates)  # [i, j] = 1 where j < i
     beaten = ops.to_float(gj > gi, gates) + ops.to_float(gj == gi, gates) * before
     return ops.sum(beaten, axis=-1)
 

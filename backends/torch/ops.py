@@ -70,6 +70,17 @@ class TorchOps:
     def take_rows(self, table, ids):
         return torch.nn.functional.embedding(ids, table)
 
+    def arange(self, n: int, like):
+        return torch.arange(n, dtype=like.dtype, device=like.device)
+
+    def nonzero(self, x):
+        """Indices (1-D int64) where ``x`` is true: a data-dependent shape (eager only; ``spec.dispatch``)."""
+        return torch.nonzero(x).squeeze(-1)
+
+    def index_add(self, x, index, values):
+        """``x`` with ``values[i]`` added to row ``index[i]`` (out of place)."""
+        return torch.index_add(x, 0, index, values)
+
     def one_hot_pick(self, logp, labels):
         return torch.gather(logp, -1, labels.unsqueeze(-1)).squeeze(-1)
 

@@ -29,7 +29,7 @@ class Trainer:
         self.model = model
         self.cfg = cfg
         self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=False
+            model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay, fused=True
         )
         self._loss = torch.compile(_loss, dynamic=False) if compile else _loss
 
