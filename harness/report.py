@@ -126,6 +126,8 @@ def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
         headers.append(f"verdict ({judged})" if judged else "verdict")
         lines = []
         for row, recs in rows:
+            if row.dataset and row.dataset != protocol[1]:
+                continue  # Table 4: another dataset's row
             layers = range(len(recs[0]["summary"]["layers"])) if per_layer and recs else [None]
             for layer in layers:
                 paper = experiment.paper_row(row) if layer is None else _paper_layer(experiment, row, layer)

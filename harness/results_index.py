@@ -85,7 +85,9 @@ def render(results_dir: Path, records: list[dict]) -> str:
         if png.exists():
             out.append(f"- {e.paper_ref}: {e.title}: [png](figures/{name}.png), [pdf](figures/{name}.pdf)")
         else:
-            out.append(f"- {e.paper_ref}: {e.title}: no data yet (`python -m harness run {run_source(e).name} --backend torch`)")
+            source = run_source(e)
+            command = f"python -m harness run {source.name} --backend torch" if source else f"python -m harness figures {name}"
+            out.append(f"- {e.paper_ref}: {e.title}: not drawn yet (`{command}`)")
     out += [
         "",
         "## Not runnable on these machines",
