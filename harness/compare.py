@@ -74,7 +74,7 @@ def compare(store_a: Store, store_b: Store, backend_a: str | None = None, backen
                             {"metric": name, "a": ma[name], "b": mb[name], "diff": diff, "tolerance": tol[name], "ok": diff <= tol[name]}
                         )
                 pairs.append({"a": _describe(ra), "b": _describe(rb), "metrics": rows, "ok": all(r["ok"] for r in rows)})
-    return pairs
+    return sorted(pairs, key=lambda p: p["a"])
 
 
 def _describe(record: dict) -> str:
