@@ -10,13 +10,23 @@ import numpy as np
 
 import backends
 from backends.spec import accounting
-from backends.spec.config import SCHEDULES, SIZES, ModelConfig, RouterConfig, ScheduleConfig, TrainConfig
+from backends.spec.config import (
+    MODEL_KINDS,
+    ROUTER_KINDS,
+    SCHEDULES,
+    SIZES,
+    ModelConfig,
+    MoUEConfig,
+    RouterConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     defaults = RouterConfig()
     p.add_argument("--size", default="small", choices=list(SIZES), help="model size (Table 1)")
-    p.add_argument("--kind", default="dynamoe", choices=["dynamoe", "mlp"], help="DynaMoE or the dense MLP baseline")
+    p.add_argument("--kind", default="dynamoe", choices=MODEL_KINDS, help="DynaMoE, the dense MLP baseline, or MoUE")
     p.add_argument("--schedule", default="descending", choices=SCHEDULES, help="expert schedule (Eq. 8-12)")
     p.add_argument("--e-min", type=int, default=1, help="E_min of the schedule")
     p.add_argument("--e-max", type=int, default=8, help="E_max of the schedule")
@@ -26,10 +36,34 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k-min", type=int, default=defaults.k_min, help="minimum active experts (Eq. 5)")
     p.add_argument("--k-max", type=int, default=None, help="maximum active experts (default: E_l)")
     p.add_argument("--scope", default=defaults.scope, choices=["batch", "token"], help="percentile scope (spec.routing)")
+    p.add_argument("--router", default=defaults.kind, choices=ROUTER_KINDS, help="routing rule (spec.routers)")
+    p.add_argument("--top-k", type=int, default=defaults.top_k, help="K of the top-k router")
+    p.add_argument("--capacity-factor", type=float, default=defaults.capacity_factor, help="Switch / GShard / expert-choice capacity")
+    p.add_argument("--balance-weight", type=float, default=defaults.balance_weight, help="auxiliary balancing-loss weight (0: none)")
+    moue = MoUEConfig()
+    p.add_argument("--pool-size", type=int, default=moue.pool_size, help="MoUE: universal experts U")
+    p.add_argument("--stride", type=int, default=moue.stride, help="MoUE: window rotation per layer (default U // L)")
+    p.add_argument("--local-experts", type=int, default=moue.local_experts, help="MoUE: layer-local experts per layer")
+    p.add_argument("--trajectory-dim", type=int, default=moue.trajectory_dim, help="MoUE: router trajectory-state size (0: none)")
+    p.add_argument("--no-exposure-correction", action="store_true", help="MoUE: balancing loss without the depth-aware exposure correction")
 
 
 def _model_config(args, input_dim: int, num_classes: int, task: str = "classify", vocab_size: int = 50_257) -> ModelConfig:
-    router = RouterConfig(args.tau, args.temperature, args.noise, args.k_min, args.k_max, args.scope)
+    router = RouterConfig(
+        args.tau,
+        args.temperature,
+        args.noise,
+        args.k_min,
+        args.k_max,
+        args.scope,
+        kind=args.router,
+        top_k=args.top_k,
+        capacity_factor=args.capacity_factor,
+        balance_weight=args.balance_weight,
+    )
+    moue = None
+    if args.kind == "moue":
+        moue = MoUEConfig(args.pool_size, args.stride, args.local_experts, args.trajectory_dim, not args.no_exposure_correction)
     return ModelConfig(
         size=args.size,
         kind=args.kind,
@@ -39,6 +73,7 @@ def _model_config(args, input_dim: int, num_classes: int, task: str = "classify"
         vocab_size=vocab_size,
         schedule=ScheduleConfig(args.schedule, args.e_min, args.e_max),
         router=router,
+        moue=moue,
     )
 
 
@@ -62,8 +97,8 @@ def cmd_train(args) -> int:
     cfg = _model_config(args, data.input_dim, data.num_classes, data.task, data.num_classes if data.task == "lm" else 50_257)
     train_cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs)
     print(
-        f"{args.backend}: {cfg.kind} {cfg.size} {cfg.schedule.name if cfg.kind == 'dynamoe' else ''} "
-        f"experts {cfg.experts_per_layer() if cfg.kind == 'dynamoe' else '-'}, {accounting.parameter_count(cfg):,} parameters, "
+        f"{args.backend}: {cfg.kind} {cfg.size} {cfg.schedule.name if cfg.kind != 'mlp' else ''} "
+        f"experts {cfg.experts_per_layer() if cfg.kind != 'mlp' else '-'}, {accounting.parameter_count(cfg):,} parameters, "
         f"{len(data.x_train):,} train / {len(data.x_test):,} test samples ({data.name})"
     )
     bar = tqdm(total=None, unit="step", leave=False, disable=not sys.stderr.isatty() or args.quiet)

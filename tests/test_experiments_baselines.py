@@ -3,9 +3,15 @@ they claim (matched MLPs, MoUE beside a MoE with the same choice set and active 
 
 from __future__ import annotations
 
+import pytest
+
 from backends.spec.accounting import active_flops_per_token, layer_flops, parameter_count
+from harness import report
 from harness.experiments import get
 from harness.runner import plan
+from harness.store import Store
+from harness.worker import run
+from tests.conftest import backend_or_skip
 
 
 def configs(name):
@@ -44,3 +50,17 @@ def test_moue_rows_match_their_moe():
     expert = 4 * moe.hidden_dim * moe.expert_hidden
     for layer in range(moe.num_layers):  # same active experts; only the router's input (d + r) differs
         assert layer_flops(moue, layer) - layer_flops(moe, layer) < expert / 10
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", ["baselines", "ablation-balancing", "moue-vs-moe"])
+def test_experiment_runs_in_quick_mode_and_reports_every_row(name, tmp_path):
+    """Every row trains (1 epoch on 256 synthetic images) and lands in the experiment's report."""
+    backend_or_skip("torch")
+    store = Store(tmp_path)
+    e = get(name)
+    for spec in plan(e, ["torch"], [0], epochs=1, dataset="synthetic", num_samples=256):
+        record = run(spec, store, echo=lambda s: None)
+        assert 0.0 <= record["summary"]["accuracy"] <= 1.0
+    (section,) = report.sections(e, list(store.records()))
+    assert len(section.rows) == len(e.rows) and all(row[len(e.label_keys)] == "1" for row in section.rows)
