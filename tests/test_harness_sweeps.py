@@ -88,7 +88,7 @@ def test_sigkill_mid_sweep_loses_no_finished_run_and_rerun_is_a_no_op(tmp_path):
     backend_or_skip("torch")
     runs = tmp_path / "runs"
     proc = _sweep(tmp_path)
-    deadline = time.time() + 300
+    deadline = time.time() + 600
     while not (runs.is_dir() and any(p.suffix == ".json" for p in runs.iterdir())):
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
         time.sleep(0.2)
@@ -96,11 +96,11 @@ def test_sigkill_mid_sweep_loses_no_finished_run_and_rerun_is_a_no_op(tmp_path):
     proc.wait()
     before = {p.name: p.read_bytes() for p in runs.glob("*.json")}
     assert 1 <= len(before) < 3
-    out, _ = _sweep(tmp_path).communicate(timeout=300)
+    out, _ = _sweep(tmp_path).communicate(timeout=900)
     assert f"{len(before)} already in" in out and "0 failed" in out, out
     after = {p.name: p.read_bytes() for p in runs.glob("*.json")}
     assert len(after) == 3 and all(after[name] == data for name, data in before.items())
-    out, _ = _sweep(tmp_path).communicate(timeout=120)
+    out, _ = _sweep(tmp_path).communicate(timeout=600)
     assert "0 trained, 3 skipped" in out
     assert {p.name: p.read_bytes() for p in runs.glob("*.json")} == after
     # the report of this store (tables and README) is byte-for-byte the same when regenerated
