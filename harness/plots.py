@@ -153,7 +153,7 @@ def usage_heatmap(rows, title: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7, 3.5))
     image = ax.imshow(grid, cmap="viridis", aspect="auto")
     fig.colorbar(image, ax=ax, label="share of the layer's selections")
-    ax.set(xlabel="expert", ylabel="layer", title=title)
+    ax.set(xlabel="expert", ylabel="layer", title=title, xticks=range(width), yticks=range(len(layers)))
     return fig
 
 
@@ -163,6 +163,7 @@ def _curves(rows, title: str, field: str, ylabel: str, scale: float = 1.0) -> pl
         if recs:
             ax.plot(range(1, len(recs[0]["epochs"]) + 1), scale * _mean_curve(recs, field), label=_label(row))
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     return fig
 
