@@ -78,10 +78,6 @@ def _model_config(args, input_dim: int, num_classes: int, task: str = "classify"
 
 
 def _load_data(args):
-    if args.dataset == "synthetic":
-        from harness.data import synthetic
-
-        return synthetic(args.seed, args.num_samples or 4096, 1024)
     from harness.data import load
 
     return load(args.dataset, data_dir=args.data_dir, seed=args.seed, num_samples=args.num_samples)

@@ -114,12 +114,13 @@ def cmd_report(args) -> int:
     store = Store(_results(args))
     records = list(store.records())
     names = args.experiments or [n for n, e in REGISTRY.items() if e.kind != "figure"]
+    for name in names:
+        if get(name).kind == "figure":
+            raise ValueError(f"{name} is a figure: python -m harness figures {name}")
+    sections = {n: report.sections(e, records) for n, e in REGISTRY.items() if e.kind != "figure"}
     out = _results(args) / "tables"
     for name in names:
-        experiment = get(name)
-        if experiment.kind == "figure":
-            raise ValueError(f"{name} is a figure: python -m harness figures {name}")
-        secs = report.sections(experiment, records)
+        experiment, secs = get(name), sections[name]
         if not secs:
             print(
                 f"{name}: no runs in {store.root} yet: python -m harness run {name} --backend torch"
@@ -131,7 +132,7 @@ def cmd_report(args) -> int:
         write_text_atomic(out / f"{name}.csv", report.to_csv(secs))
         write_text_atomic(out / f"{name}.tex", report.to_latex(secs))
         print(md)
-    index = write_text_atomic(_results(args) / "README.md", results_index.render(_results(args), records))
+    index = write_text_atomic(_results(args) / "README.md", results_index.render(_results(args), records, sections))
     print(f"tables written to {out}; summary: {index}")
     return 0
 

@@ -32,6 +32,7 @@ class Section:
     rows: list[list[str]]
     notes: list[str] = field(default_factory=list)
     summary_columns: list[int] = field(default_factory=list)  # labels, runs, the judged metric, verdict
+    protocol: tuple | None = None  # (backend, dataset, epochs, cut) of its runs; None for spec-only tables
 
     def summary(self) -> tuple[list[str], list[list[str]]]:
         cols = self.summary_columns or list(range(len(self.headers)))
@@ -130,7 +131,7 @@ def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
                 continue  # Table 4: another dataset's row
             layers = range(len(recs[0]["summary"]["layers"])) if per_layer and recs else [None]
             for layer in layers:
-                paper = experiment.paper_row(row) if layer is None else _paper_layer(experiment, row, layer)
+                paper = experiment.paper_row(row, layer)
                 line = list(row.labels.values()) + ([str(layer)] if per_layer else []) + [str(len(recs))]
                 judgement = "-"
                 for m in experiment.metrics:
@@ -148,7 +149,7 @@ def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
                 lines.append(line)
         if experiment.name == "table7":
             notes.append(_table7_best(experiment, rows))
-        sections.append(Section(title, headers, lines, notes, summary_columns))
+        sections.append(Section(title, headers, lines, notes, summary_columns, protocol))
     return sections
 
 
@@ -157,13 +158,6 @@ def _value(record: dict, name: str, layer: int | None):
     if layer is not None:
         return summary["layers"][layer].get(name)
     return summary.get(name)
-
-
-def _paper_layer(experiment: Experiment, row: Row, layer: int) -> dict | None:
-    for entry in experiment.paper:
-        if entry.get("layer") == layer and all(entry.get(k) == v for k, v in row.labels.items()):
-            return entry
-    return None
 
 
 def _table7_best(experiment: Experiment, rows: list[tuple[Row, list[dict]]]) -> str:

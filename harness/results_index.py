@@ -45,7 +45,8 @@ def _machines(records: list[dict]) -> list[str]:
     return [f"- {line}; commits {', '.join(sorted(commits))}" for line, commits in sorted(seen.items())]
 
 
-def render(results_dir: Path, records: list[dict]) -> str:
+def render(results_dir: Path, records: list[dict], sections: dict[str, list[report.Section]]) -> str:
+    """The summary from ``sections`` (every table's ``report.sections``) and the store's ``records``."""
     out = [
         "# Results",
         "",
@@ -57,15 +58,11 @@ def render(results_dir: Path, records: list[dict]) -> str:
         f"{len(records)} runs in the store.",
         "",
     ]
-    missing = []
-    for name, e in REGISTRY.items():
-        if e.kind == "figure":
-            continue
-        secs = report.sections(e, records)
+    for name, secs in sections.items():
+        e = REGISTRY[name]
         out += [f"## {e.paper_ref} ({name}): {e.title}", ""]
         if not secs:
             out += [f"No runs yet: `python -m harness run {name} --backend torch`.", ""]
-            missing.append(name)
             continue
         out.append(f"Full table: [tables/{name}.md](tables/{name}.md).")
         out.append("")
@@ -73,7 +70,7 @@ def render(results_dir: Path, records: list[dict]) -> str:
             headers, rows = s.summary()
             out += [f"**{s.title}**", ""] + _md_table(headers, rows) + [""] + [f"- {n}" for n in s.notes] + [""]
         if e.rows:
-            done = {r["spec"]["dataset"] for r in records if report.match(e, [r])}
+            done = {s.protocol[1] for s in secs}
             wanted = [d for d in e.datasets() if d not in done]
             for d in wanted:
                 out += [f"Not run on {DATASET_TITLES.get(d, d)} (the paper's data) here.", ""]

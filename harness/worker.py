@@ -85,15 +85,12 @@ def summarise(spec: RunSpec, history: list[EpochResult]) -> dict:
 
 def run(spec: RunSpec, store: Store, *, compile: bool = False, data_dir: str | None = None, supersede: bool = False, echo=print) -> dict:
     """Train ``spec`` and store its record; returns the record."""
-    from harness.data import load, synthetic
+    from harness.data import load
     from harness.environment import fingerprint
     from harness.training import train
 
     backend = backends.load(spec.backend)
-    if spec.dataset == "synthetic":
-        data = synthetic(spec.seed, spec.num_samples or 4096, 1024)
-    else:
-        data = load(spec.dataset, data_dir=data_dir, seed=spec.seed, num_samples=spec.num_samples)
+    data = load(spec.dataset, data_dir=data_dir, seed=spec.seed, num_samples=spec.num_samples)
     if data.task != spec.model.task or (data.task == "classify" and data.input_dim != spec.model.input_dim):
         raise ValueError(f"{spec.dataset} gives {data!r}, which does not fit the run's model config")
     started = time.time()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from backends.spec.config import ModelConfig, MoUEConfig, RouterConfig, ScheduleConfig
+from backends.spec.config import ModelConfig, RouterConfig, ScheduleConfig
 
 
 def to_dict(cfg: ModelConfig | RouterConfig | ScheduleConfig) -> dict:
@@ -19,13 +19,4 @@ def router_config(value: RouterConfig | dict) -> RouterConfig:
 
 def model_config(value: ModelConfig | dict) -> ModelConfig:
     """A ``ModelConfig`` from itself or from ``to_dict``'s output (nested schedule, router and MoUE dicts)."""
-    if isinstance(value, ModelConfig):
-        return value
-    fields = dict(value)
-    if isinstance(fields.get("schedule"), dict):
-        fields["schedule"] = ScheduleConfig(**fields["schedule"])
-    if "router" in fields:
-        fields["router"] = router_config(fields["router"])
-    if isinstance(fields.get("moue"), dict):
-        fields["moue"] = MoUEConfig(**fields["moue"])
-    return ModelConfig(**fields)
+    return value if isinstance(value, ModelConfig) else ModelConfig.from_dict(value)

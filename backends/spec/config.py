@@ -260,6 +260,16 @@ class ModelConfig:
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> ModelConfig:
+        """The config ``dataclasses.asdict`` gave ``fields`` (nested dicts for schedule, router, MoUE; as
+        stored in run records and in Keras's ``get_config``); validated like any other."""
+        fields = dict(fields)
+        for name, nested in (("schedule", ScheduleConfig), ("router", RouterConfig), ("moue", MoUEConfig)):
+            if isinstance(fields.get(name), dict):
+                fields[name] = nested(**fields[name])
+        return cls(**fields)
+
 
 # Epochs per dataset (Section 5.3); the language-modelling count is not stated in the paper: 20 chosen.
 EPOCHS = {"mnist": 20, "fashion_mnist": 20, "cifar10": 25, "lm": 20}

@@ -26,6 +26,8 @@ from .registry import DATASETS, TEXT_PREFIX, spec
 from .search import FoundFile, Located
 from .search import locate as _locate
 
+SYNTHETIC_SIZES = (4096, 1024)  # train, test samples of ``load("synthetic")`` (``num_samples`` cuts the first)
+
 __all__ = [
     "DATASETS",
     "ChecksumMismatch",
@@ -60,7 +62,7 @@ def load(
     *,
     checksums: Overrides | None = None,
 ) -> Dataset:
-    """Load dataset ``name`` (one of ``DATASETS`` or ``text:PATH``) as NumPy arrays.
+    """Load dataset ``name`` (one of ``DATASETS``, ``text:PATH`` or ``synthetic``) as NumPy arrays.
 
     ``data_dir`` is searched first (then ``$DYNAMOE_DATA``, the cache, system locations). ``seed`` draws
     the held-out split of a corpus without a test split (``backends.spec.rng.split_indices``); the
@@ -71,6 +73,8 @@ def load(
     known ones (private copies, test fixtures). Every file is checked before use: a bad one raises
     :class:`ChecksumMismatch` or :class:`CorruptFile`.
     """
+    if name == "synthetic":
+        return synthetic(seed, num_samples or SYNTHETIC_SIZES[0], SYNTHETIC_SIZES[1])
     if name.startswith(TEXT_PREFIX):
         path = Path(name[len(TEXT_PREFIX) :]).expanduser()
         return text.load_text_file(path, seed=seed, num_samples=num_samples, data_dir=data_dir)

@@ -50,18 +50,6 @@ def protocol_epochs(dataset: str) -> int:
     return EPOCHS["lm"] if task_of(dataset) == "lm" else EPOCHS.get(dataset, EPOCHS["mnist"])
 
 
-def config_from_dict(d: dict) -> ModelConfig:
-    """A ``ModelConfig`` from ``dataclasses.asdict`` output (as stored in a run record)."""
-    fields = dict(d)
-    fields["schedule"] = ScheduleConfig(**fields["schedule"])
-    fields["router"] = RouterConfig(**fields["router"])
-    if fields.get("moue") is not None:
-        from backends.spec import config as spec_config
-
-        fields["moue"] = spec_config.MoUEConfig(**fields["moue"])
-    return ModelConfig(**fields)
-
-
 @dataclass(frozen=True)
 class RunSpec:
     """One training run; identical seeds give identical batches, noise and init on every backend."""
@@ -96,7 +84,7 @@ class RunSpec:
             backend=d["backend"],
             dataset=d["dataset"],
             seed=int(d["seed"]),
-            model=config_from_dict(d["model"]),
+            model=ModelConfig.from_dict(d["model"]),
             train=TrainConfig(**d["train"]),
             num_samples=d.get("num_samples"),
             dtype=d.get("dtype", "float32"),
@@ -213,8 +201,9 @@ class Experiment:
                     out.append((row, spec))
         return out
 
-    def paper_row(self, row: Row) -> dict | None:
+    def paper_row(self, row: Row, layer: int | None = None) -> dict | None:
+        """The paper's entry for ``row`` (and ``layer``, in Table 6's per-layer rows), or ``None``."""
         for entry in self.paper:
-            if all(entry.get(k) == v for k, v in row.labels.items()):
+            if all(entry.get(k) == v for k, v in row.labels.items()) and (layer is None or entry.get("layer") == layer):
                 return entry
         return None
