@@ -216,6 +216,7 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--only",
         nargs="+",
+        action="extend",
         default=[],
         metavar="LABEL=VALUE",
         help="only rows with these labels (values of one label: any; different labels: all), e.g. size=Tiny",

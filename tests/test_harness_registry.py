@@ -89,3 +89,13 @@ def test_quick_plan_cuts_epochs_and_samples():
     specs = plan(get("table5"), ["torch"], [0], quick=True, dataset="wikitext2")
     assert {s.train.epochs for s in specs} == {2} and {s.num_samples for s in specs} == {64}
     assert {s.train.batch_size for s in specs} == {32}
+
+
+def test_repeated_only_flags_combine_labels():
+    """``--only size=Tiny --only config=MLP`` keeps rows matching both (a second flag must not replace the first)."""
+    from harness.cli import build_parser
+    from harness.commands import _filter_rows
+
+    args = build_parser().parse_args(["run", "table5", "--only", "size=Tiny", "--only", "config=MLP", "config=Uniform"])
+    rows = _filter_rows(get("table5"), args.only).rows
+    assert [(r.labels["size"], r.labels["config"]) for r in rows] == [("Tiny", "MLP"), ("Tiny", "Uniform")]

@@ -53,6 +53,9 @@ class KerasOps:
     def max(self, x, axis, keepdims=False):
         return ops.amax(x, axis=axis, keepdims=keepdims)  # = max; Keras's torch ``max`` has an extra isinstance check
 
+    def logsumexp(self, x, axis=-1):
+        return ops.logsumexp(x, axis=axis)
+
     def sum(self, x, axis=None, keepdims=False):
         return ops.sum(x, axis=axis, keepdims=keepdims)
 

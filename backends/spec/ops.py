@@ -45,6 +45,11 @@ class NumpyOps:
     def max(self, x, axis, keepdims=False):
         return np.max(x, axis=axis, keepdims=keepdims)
 
+    def logsumexp(self, x, axis=-1):
+        """``log(sum(exp(x)))`` along ``axis`` (dropped), shifted by the maximum for stability."""
+        top = np.max(x, axis=axis, keepdims=True)
+        return np.squeeze(top, axis) + np.log(np.sum(np.exp(x - top), axis=axis))
+
     def sum(self, x, axis=None, keepdims=False):
         return np.sum(x, axis=axis, keepdims=keepdims)
 

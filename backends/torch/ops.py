@@ -37,6 +37,9 @@ class TorchOps:
     def max(self, x, axis, keepdims=False):
         return torch.amax(x, dim=axis, keepdim=keepdims)
 
+    def logsumexp(self, x, axis=-1):
+        return torch.logsumexp(x, dim=axis)
+
     def sum(self, x, axis=None, keepdims=False):
         return torch.sum(x) if axis is None else torch.sum(x, dim=axis, keepdim=keepdims)
 
