@@ -20,7 +20,7 @@ import numpy as np
 
 from backends.spec import accounting
 from backends.spec.config import SIZES, ModelConfig
-from harness.experiments.spec import DATASET_SHAPES, DATASET_TITLES, Experiment, Row, task_of
+from harness.experiments.spec import DATASET_SHAPES, DATASET_TITLES, Experiment, Row, protocol_epochs, task_of
 
 SPREAD = 2.0  # verdict: within SPREAD sample standard deviations of the seeds
 
@@ -99,6 +99,11 @@ def _header(experiment: Experiment, protocol: tuple, seeds: list[int]) -> tuple[
     notes = [f"Seeds: {', '.join(map(str, seeds)) or '-'}; mean ± sample std over seeds; verdict: paper within {SPREAD:g} std of ours."]
     if cut:
         notes.append(f"Shortened protocol: training set cut to its first {cut:,} samples.")
+    full = protocol_epochs(dataset)
+    if epochs != full:
+        stated = "the paper does not state its language-modelling epochs; " if task_of(dataset) == "lm" else ""
+        change = "Shortened" if epochs < full else "Changed"
+        notes.append(f"{change} protocol: {epochs} epochs, not {full} ({stated}`backends.spec.config.EPOCHS`).")
     if paper_dataset != dataset:
         notes.append(
             f"The paper's numbers are on {DATASET_TITLES.get(paper_dataset, paper_dataset)}; ours on "

@@ -99,3 +99,23 @@ def test_repeated_only_flags_combine_labels():
     args = build_parser().parse_args(["run", "table5", "--only", "size=Tiny", "--only", "config=MLP", "config=Uniform"])
     rows = _filter_rows(get("table5"), args.only).rows
     assert [(r.labels["size"], r.labels["config"]) for r in rows] == [("Tiny", "MLP"), ("Tiny", "Uniform")]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "epochs", "expected"),
+    [
+        ("wikitext2", 5, "Shortened protocol: 5 epochs, not 20 (the paper does not state its language-modelling epochs"),
+        ("fashion_mnist", 30, "Changed protocol: 30 epochs, not 20 ("),
+        ("fashion_mnist", 20, None),
+    ],
+)
+def test_report_says_when_epochs_differ_from_the_protocol(dataset, epochs, expected):
+    from harness.report import _header
+
+    experiment = get("table5") if dataset == "wikitext2" else get("table4")
+    _, notes = _header(experiment, ("torch", dataset, epochs, 0), [0])
+    said = [n for n in notes if "protocol:" in n and "epochs" in n]
+    if expected is None:
+        assert said == []
+    else:
+        assert len(said) == 1 and said[0].startswith(expected), said
