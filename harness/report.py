@@ -114,6 +114,13 @@ def _header(experiment: Experiment, protocol: tuple, seeds: list[int]) -> tuple[
     return title, notes
 
 
+def _resume_command(experiment: Experiment, protocol: tuple, seeds: list[int]) -> str:
+    """The ``harness run`` line that completes ``protocol``'s runs (finished ones are skipped)."""
+    backend, dataset, epochs, cut = protocol
+    command = f"python -m harness run {experiment.name} --backend {backend} --dataset {dataset} --epochs {epochs}"
+    return command + (f" --num-samples {cut}" if cut else "") + f" --seeds {' '.join(map(str, seeds))}"
+
+
 def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
     sections = []
     per_layer = experiment.name == "table6"
@@ -154,6 +161,10 @@ def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
                 lines.append(line)
         if experiment.name == "table7":
             notes.append(_table7_best(experiment, rows))
+        missing = sum(1 for row, recs in rows if len(recs) < len(seeds) and not (row.dataset and row.dataset != protocol[1]))
+        if missing:
+            command = _resume_command(experiment, protocol, seeds)
+            notes.append(f"Incomplete: {missing} row(s) lack some of seeds {', '.join(map(str, seeds))}; `{command}` runs only those.")
         sections.append(Section(title, headers, lines, notes, summary_columns, protocol))
     return sections
 

@@ -113,6 +113,9 @@ def test_sigkill_mid_sweep_loses_no_finished_run_and_rerun_is_a_no_op(tmp_path):
     first = generated()
     assert generated() == first
     assert b"| Descending | 1 |" in first[Path("tables/table2.md")] and Path("tables/table2.tex") in first
+    # the 5 rows this sweep left out are named with the command that completes them
+    resume = "python -m harness run table2 --backend torch --dataset synthetic --epochs 1 --num-samples 256 --seeds 0"
+    assert f"Incomplete: 5 row(s) lack some of seeds 0; `{resume}`".encode() in first[Path("tables/table2.md")]
 
 
 @pytest.mark.torch
