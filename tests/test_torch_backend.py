@@ -151,3 +151,16 @@ def test_router_parity(bt, case):
 
 def test_moue_export_roundtrip(bt):
     check_export_roundtrip_and_shape_errors(bt, ROUTER_CASES["moue"])
+
+
+def test_models_go_where_the_device_variable_says(bt, monkeypatch):
+    """``DYNAMOE_TORCH_DEVICE`` picks the device (unset: CUDA when present); a bad name is a clear error."""
+    from backends.torch.model import DEVICE_ENV
+
+    cfg = ModelConfig(size="tiny")
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    model = bt.build_model(cfg, init_params(cfg, 0))
+    assert model.device.type == "cpu" and bt.runtime_info()["device"] == "cpu"
+    monkeypatch.setenv(DEVICE_ENV, "warp-drive")
+    with pytest.raises(ValueError, match="DYNAMOE_TORCH_DEVICE='warp-drive' is not a torch device"):
+        bt.build_model(cfg, init_params(cfg, 0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
@@ -10,6 +12,17 @@ from backends.spec import forward as F
 from backends.spec.config import ModelConfig
 
 from .layers import OPS, DynaMoELayer, FeedForwardLayer, ParamGroup, param_tree, torch_dtype
+
+DEVICE_ENV = "DYNAMOE_TORCH_DEVICE"  # e.g. "cpu", "cuda:1"; unset: CUDA when there is one
+
+
+def default_device() -> torch.device:
+    """Where models are built unless told: ``$DYNAMOE_TORCH_DEVICE``, else the first GPU, else the CPU."""
+    name = os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"{DEVICE_ENV}={name!r} is not a torch device ({exc}): use e.g. cpu or cuda:0") from None
 
 
 class _Network(nn.Module):
@@ -84,7 +97,7 @@ def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32"
     expected = param_shapes(cfg)
     cls = {"dynamoe": DynaMoEModel, "moue": MoUEModel, "mlp": MLPModel}[cfg.kind]
     torch_dtype(dtype)
-    return cls(cfg, {name: params[name] for name in expected}, dtype, device)
+    return cls(cfg, {name: params[name] for name in expected}, dtype, device or default_device())
 
 
 def export_params(model: _Network) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ from backends.spec.config import TrainConfig
 from backends.spec.routers import training_loss
 
 from .layers import OPS
-from .model import _Network, labels_tensor, noise_tensors, to_tensor
+from .model import _Network, default_device, labels_tensor, noise_tensors, to_tensor
 
 
 def _loss(model: _Network, x, y, noises):
@@ -87,7 +87,7 @@ def runtime_info() -> dict:
     info = {
         "framework": "torch",
         "torch": torch.__version__,
-        "device": "cpu",
+        "device": default_device().type,
         "device_name": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
     }
