@@ -122,10 +122,13 @@ def lm_dynamics(rows, title: str) -> plt.Figure:
     for ax, size in zip(axes[0], sizes):
         for row, recs in rows:
             if row.labels["size"] == size and recs:
-                ax.plot(range(1, len(recs[0]["epochs"]) + 1), _mean_curve(recs, "perplexity"), label=row.labels["config"])
+                curve = _mean_curve(recs, "perplexity")
+                ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=row.labels["config"])
         ax.set(title=size, xlabel="epoch", ylabel="validation perplexity", yscale="log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.legend(fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
 
@@ -161,7 +164,8 @@ def _curves(rows, title: str, field: str, ylabel: str, scale: float = 1.0) -> pl
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for row, recs in rows:
         if recs:
-            ax.plot(range(1, len(recs[0]["epochs"]) + 1), scale * _mean_curve(recs, field), label=_label(row))
+            curve = scale * _mean_curve(recs, field)
+            ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=_label(row))
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend(fontsize=8)
