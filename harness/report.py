@@ -44,6 +44,15 @@ def _protocol(record: dict) -> tuple:
     return (s["backend"], s["dataset"], s["train"]["epochs"], s["num_samples"] or 0)
 
 
+def _configs(row: Row, dataset: str, epochs: int) -> tuple[dict, dict]:
+    return dataclasses.asdict(row.model_config(dataset)), dataclasses.asdict(row.train_config(dataset, epochs))
+
+
+def _source_configs(spec: dict) -> tuple[dict, dict] | None:
+    source = spec.get("init_from")
+    return source and (source["model"], source["train"])
+
+
 def match(experiment: Experiment, records: list[dict]) -> dict[tuple, list[tuple[Row, list[dict]]]]:
     """Records of ``experiment``'s rows, grouped by protocol: ``{protocol: [(row, records), ...]}``."""
     groups: dict[tuple, dict[int, list[dict]]] = {}
@@ -55,8 +64,9 @@ def match(experiment: Experiment, records: list[dict]) -> dict[tuple, list[tuple
         for i, row in enumerate(experiment.rows):
             if (row.dataset or experiment.dataset) != dataset and (row.dataset or task_of(dataset) != task_of(experiment.dataset)):
                 continue
-            key = (dataclasses.asdict(row.model_config(dataset)), dataclasses.asdict(row.train_config(dataset, epochs)))
-            if (s["model"], s["train"]) == key:
+            if (s["model"], s["train"]) == _configs(row, dataset, epochs) and _source_configs(s) == (
+                row.init_from and _configs(row.init_from, dataset, epochs)
+            ):
                 groups.setdefault(_protocol(record), {}).setdefault(i, []).append(record)
     return {
         protocol: [(row, sorted(rows.get(i, []), key=lambda r: r["spec"]["seed"])) for i, row in enumerate(experiment.rows)]

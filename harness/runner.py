@@ -8,6 +8,7 @@ invocation resumes with exactly those.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -53,7 +54,9 @@ def plan(
         for _row, spec in experiment.runs(backend, seeds, epochs, dataset):
             cut = num_samples or (QUICK_SAMPLES[spec.model.task] if quick else None)
             if cut is not None:
-                spec = RunSpec(spec.backend, spec.dataset, spec.seed, spec.model, spec.train, cut, spec.dtype)
+                spec = _with_cut(spec, cut)
+            if spec.init_from is not None:
+                specs.setdefault(spec.init_from.key, spec.init_from)  # a source runs before the runs from it
             specs.setdefault(spec.key, spec)
     return list(specs.values())
 
@@ -65,6 +68,15 @@ def plan(
 # system); keeping freed blocks on the heap (MALLOC_MMAP_MAX_=0) gave 2.2 s but grew a worker to 21 GB.
 # A user's own GLIBC_TUNABLES wins.
 WORKER_MALLOC = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+
+
+def _depth(spec: RunSpec) -> int:
+    return 0 if spec.init_from is None else 1 + _depth(spec.init_from)
+
+
+def _with_cut(spec: RunSpec, cut: int) -> RunSpec:
+    source = spec.init_from and _with_cut(spec.init_from, cut)
+    return dataclasses.replace(spec, num_samples=cut, init_from=source or None)
 
 
 def _thread_env(backend: str, threads: int) -> dict:
@@ -95,6 +107,7 @@ def run_specs(
     outcomes = [Outcome(s, "skipped", "already in the store") for s in specs if s not in todo]
     if not todo:
         return outcomes
+    sources = {s.init_from.key for s in specs if s.init_from is not None}
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
     bar = tqdm(total=len(todo), unit="run", desc="runs", disable=not sys.stderr.isatty())
     lock = threading.Lock()
@@ -109,6 +122,7 @@ def run_specs(
             json.dump(spec.as_dict(), handle)
         cmd = [sys.executable, "-m", "harness.worker", handle.name, str(store.root)]
         cmd += ["--compile"] * use_compile + ["--rerun"] * rerun + (["--data-dir", data_dir] if data_dir else [])
+        cmd += ["--save-params"] * (spec.key in sources)
         with lock:
             bar.write(f"{tag}: started")
         try:
@@ -135,7 +149,8 @@ def run_specs(
 
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            outcomes += list(pool.map(one, todo))
+            for depth in sorted({_depth(s) for s in todo}):  # sources finish before the runs that start from them
+                outcomes += list(pool.map(one, [s for s in todo if _depth(s) == depth]))
     finally:
         bar.close()
     return outcomes

@@ -4,6 +4,8 @@
 silently: ``put`` refuses, and ``put(..., supersede=True)`` first moves the old record to
 ``<root>/runs/superseded/``. A failed run leaves ``<key>.failed.json`` (its error and traceback) and is
 tried again by the next sweep. ``frame()`` flattens every finished record into a pandas DataFrame.
+A run that another run starts from (``RunSpec.init_from``) also leaves its trained parameters,
+``<root>/params/<key>.npz`` (spec names; not committed: ``.gitignore``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.files import write_json_atomic
+from harness.files import write_json_atomic, write_npz_atomic
 
 RECORD_VERSION = 1
 
@@ -58,6 +60,22 @@ class Store:
         written = write_json_atomic(path, {"version": RECORD_VERSION, **record})
         self.failure_path(key).unlink(missing_ok=True)
         return written
+
+    def params_path(self, key: str) -> Path:
+        return self.root / "params" / f"{key}.npz"
+
+    def put_params(self, key: str, params: dict) -> Path:
+        return write_npz_atomic(self.params_path(key), params)
+
+    def get_params(self, key: str) -> dict | None:
+        """The trained parameters a run left (spec names, float64), or ``None``."""
+        path = self.params_path(key)
+        if not path.exists():
+            return None
+        import numpy as np
+
+        with np.load(path) as arrays:
+            return {name: arrays[name].astype(np.float64) for name in arrays.files}
 
     def put_failure(self, key: str, spec: dict, error: str, details: str = "") -> Path:
         return write_json_atomic(

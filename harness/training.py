@@ -91,14 +91,15 @@ def train(
     dtype: str = "float32",
     on_epoch: Callable[[EpochResult], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    params: dict | None = None,
 ) -> tuple[list[EpochResult], object]:
     """Train ``cfg`` on ``data`` (``x_train``, ``y_train``, ``x_test``, ``y_test``) with one backend.
 
     Returns the per-epoch results and the trained model. ``on_step(step_in_epoch, steps_per_epoch)``
-    and ``on_epoch(result)`` report progress.
+    and ``on_epoch(result)`` report progress. ``params`` (spec names) replaces the spec's initialisation.
     """
     backend = backends.load(backend_name)
-    model = backend.build_model(cfg, init_params(cfg, seed), dtype)
+    model = backend.build_model(cfg, init_params(cfg, seed) if params is None else params, dtype)
     trainer = backend.Trainer(model, train_cfg, compile=compile)
     n = len(data.x_train)
     steps_per_epoch = math.ceil(n / train_cfg.batch_size)

@@ -83,17 +83,42 @@ def summarise(spec: RunSpec, history: list[EpochResult]) -> dict:
     }
 
 
-def run(spec: RunSpec, store: Store, *, compile: bool = False, data_dir: str | None = None, supersede: bool = False, echo=print) -> dict:
-    """Train ``spec`` and store its record; returns the record."""
+def start_params(spec: RunSpec, store: Store, *, compile: bool = False, data_dir: str | None = None, echo=print) -> dict | None:
+    """The parameters ``spec`` starts from: ``None`` (the spec's init), or its source run's trained
+    ones, converted by ``spec.moue.moe_to_moue`` when a DynaMoE run starts a MoUE one.
+
+    A source that has not run is run (record and parameters). A finished source that kept no parameters
+    is trained again for them (same seeds, so the same weights) and its record is left as it is.
+    """
+    source = spec.init_from
+    if source is None:
+        return None
+    if store.get_params(source.key) is None:
+        tell = lambda line: echo(f"source {source.key}: {line}")  # noqa: E731
+        if store.has(source.key):
+            echo(f"source run {source.key} ({source.describe()}) kept no parameters: training it again for them")
+            _, _, model = _train(source, store, compile=compile, data_dir=data_dir, echo=tell)
+            store.put_params(source.key, backends.load(source.backend).export_params(model))
+        else:
+            echo(f"source run {source.key} ({source.describe()}) first")
+            run(source, store, compile=compile, data_dir=data_dir, save_params=True, echo=tell)
+    params = store.get_params(source.key)
+    if source.model.kind == "dynamoe" and spec.model.kind == "moue":
+        from backends.spec.moue import moe_to_moue
+
+        return moe_to_moue(params, source.model, spec.model, seed=spec.seed)
+    return params
+
+
+def _train(spec: RunSpec, store: Store, *, compile: bool, data_dir: str | None, echo):
+    """Load the data and train ``spec`` (from its start parameters): ``(data, history, model)``."""
     from harness.data import load
-    from harness.environment import fingerprint
     from harness.training import train
 
-    backend = backends.load(spec.backend)
     data = load(spec.dataset, data_dir=data_dir, seed=spec.seed, num_samples=spec.num_samples)
     if data.task != spec.model.task or (data.task == "classify" and data.input_dim != spec.model.input_dim):
         raise ValueError(f"{spec.dataset} gives {data!r}, which does not fit the run's model config")
-    started = time.time()
+    initial = start_params(spec, store, compile=compile, data_dir=data_dir, echo=echo)
 
     def on_epoch(r: EpochResult) -> None:
         echo(
@@ -101,7 +126,28 @@ def run(spec: RunSpec, store: Store, *, compile: bool = False, data_dir: str | N
             f"ppl {r.perplexity:.1f} {r.seconds:.1f}s"
         )
 
-    history, model = train(spec.backend, spec.model, spec.train, data, spec.seed, compile=compile, dtype=spec.dtype, on_epoch=on_epoch)
+    history, model = train(
+        spec.backend, spec.model, spec.train, data, spec.seed, compile=compile, dtype=spec.dtype, on_epoch=on_epoch, params=initial
+    )
+    return data, history, model
+
+
+def run(
+    spec: RunSpec,
+    store: Store,
+    *,
+    compile: bool = False,
+    data_dir: str | None = None,
+    supersede: bool = False,
+    save_params: bool = False,
+    echo=print,
+) -> dict:
+    """Train ``spec`` and store its record (and, with ``save_params``, its trained parameters)."""
+    from harness.environment import fingerprint
+
+    backend = backends.load(spec.backend)
+    started = time.time()
+    data, history, model = _train(spec, store, compile=compile, data_dir=data_dir, echo=echo)
     record = {
         "key": spec.key,
         "status": "done",
@@ -115,6 +161,8 @@ def run(spec: RunSpec, store: Store, *, compile: bool = False, data_dir: str | N
         "started": started,
         "finished": time.time(),
     }
+    if save_params:  # before the record: a finished record then always has its parameters
+        store.put_params(spec.key, backend.export_params(model))
     store.put(record, supersede=supersede)
     return record
 
@@ -126,13 +174,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--rerun", action="store_true", help="replace a finished record (the old one is kept under runs/superseded/)")
+    p.add_argument("--save-params", action="store_true", help="also store the trained parameters (params/<key>.npz)")
     args = p.parse_args(argv)
     with open(args.spec) as handle:
         spec_dict = json.load(handle)
     store = Store(args.results_dir)
     try:
         spec = RunSpec.from_dict(spec_dict)
-        run(spec, store, compile=args.compile, data_dir=args.data_dir, supersede=args.rerun, echo=lambda s: print(s, flush=True))
+        run(
+            spec,
+            store,
+            compile=args.compile,
+            data_dir=args.data_dir,
+            supersede=args.rerun,
+            save_params=args.save_params,
+            echo=lambda s: print(s, flush=True),
+        )
     except Exception as exc:  # recorded, so the sweep goes on and the report can say what failed
         key = RunSpec.from_dict(spec_dict).key if "model" in spec_dict else "unknown"
         store.put_failure(key, spec_dict, f"{type(exc).__name__}: {exc}", traceback.format_exc())

@@ -12,10 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness import compare, report
-from harness.experiments import get
+from harness.experiments import RunSpec, get
 from harness.files import write_json_atomic
 from harness.runner import plan, run_specs
 from harness.store import Store, StoreError
@@ -161,3 +162,40 @@ def test_compare_pairs_backends_and_float64_runs_agree(tmp_path):
     path.write_text(json.dumps(record))
     (pair,) = compare.compare(a, b)
     assert not pair["ok"] and "DIFFERS" in compare.to_markdown([pair], "a", "b")
+
+
+@pytest.mark.torch
+def test_a_run_converted_from_another_runs_after_it_from_its_trained_weights(tmp_path):
+    """MoUE "converted from the trained MoE top-2": the plan pulls in the MoE run, the runner trains it
+    first and keeps its parameters, and the MoUE run starts from ``moe_to_moue`` of exactly those.
+    Float32 torch on the CPU is bit-reproducible run to run, so retrained weights compare exactly."""
+    backend_or_skip("torch")
+    from backends.spec.moue import moe_to_moue
+    from harness.worker import start_params
+
+    experiment = get("moue-vs-moe")
+    converted = next(r for r in experiment.rows if r.init_from is not None)
+    specs = plan(dataclasses.replace(experiment, rows=(converted,)), ["torch"], [0], epochs=1, dataset="synthetic", num_samples=256)
+    source, target = specs
+    assert target.init_from == source and source.model.kind == "dynamoe" and target.model.kind == "moue"
+    assert "init_from" not in source.as_dict() and target.key != dataclasses.replace(target, init_from=None).key
+    store = Store(tmp_path)
+    outcomes = run_specs(list(reversed(specs)), store, jobs=2)  # order given does not matter: sources go first
+    assert sorted(o.status for o in outcomes) == ["done", "done"]
+    assert store.params_path(source.key).exists() and not store.params_path(target.key).exists()
+    trained = store.get_params(source.key)
+    expected = moe_to_moue(trained, source.model, target.model, seed=0)
+    got = start_params(target, store)
+    assert got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in got)
+    assert RunSpec.from_dict(store.get(target.key)["spec"]) == target
+    # the report files it under its own row, apart from the MoUE trained from scratch
+    (rows,) = report.match(experiment, list(store.records())).values()
+    runs = {(r.labels["model"], r.labels["variant"]): len(recs) for r, recs in rows}
+    assert runs[("MoUE top-2", "converted from the trained MoE top-2")] == 1 and runs[("MoE top-2", "-")] == 1
+    assert runs[("MoUE top-2", "full")] == 0
+    # a finished source without its parameters (run before they were kept) is trained again for them,
+    # to the same weights (same seeds), and its record is left alone
+    record = store.path(source.key).read_bytes()
+    store.params_path(source.key).unlink()
+    again = start_params(target, store, echo=lambda line: None)
+    assert all(np.array_equal(again[k], expected[k]) for k in expected) and store.path(source.key).read_bytes() == record

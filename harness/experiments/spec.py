@@ -61,9 +61,10 @@ class RunSpec:
     train: TrainConfig
     num_samples: int | None = None
     dtype: str = "float32"
+    init_from: RunSpec | None = None  # start from this run's trained parameters (MoE -> MoUE: converted)
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "backend": self.backend,
             "dataset": self.dataset,
             "num_samples": self.num_samples,
@@ -72,6 +73,9 @@ class RunSpec:
             "model": dataclasses.asdict(self.model),
             "train": dataclasses.asdict(self.train),
         }
+        if self.init_from is not None:  # absent otherwise, so the keys of runs from scratch stay as they were
+            out["init_from"] = self.init_from.as_dict()
+        return out
 
     @property
     def key(self) -> str:
@@ -88,6 +92,7 @@ class RunSpec:
             train=TrainConfig(**d["train"]),
             num_samples=d.get("num_samples"),
             dtype=d.get("dtype", "float32"),
+            init_from=cls.from_dict(d["init_from"]) if d.get("init_from") else None,
         )
 
     def describe(self) -> str:
@@ -96,7 +101,8 @@ class RunSpec:
         if m.kind != "mlp" and m.router.kind != "dynamic":
             what += f" [{m.router.kind}]"
         cut = f" n={self.num_samples}" if self.num_samples else ""
-        return f"{self.backend} {self.dataset}{cut} {m.size} {what} seed {self.seed} ({self.train.epochs} ep)"
+        start = f" from {self.init_from.model.kind} run {self.init_from.key}" if self.init_from else ""
+        return f"{self.backend} {self.dataset}{cut} {m.size} {what}{start} seed {self.seed} ({self.train.epochs} ep)"
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,8 @@ class Row:
     """One configuration of an experiment: the labels it is shown under and how it differs from the
     defaults. ``model``: ``ModelConfig`` fields; ``schedule``/``router``: fields of those configs;
     ``train``: ``TrainConfig`` fields (e.g. the learning rate of Table 7); ``dataset``: a fixed dataset
-    (Table 4's rows), else the experiment's."""
+    (Table 4's rows), else the experiment's; ``init_from``: a row whose trained run (same backend, data,
+    seed and epochs) this one starts from."""
 
     labels: dict[str, str]
     model: dict[str, Any] = field(default_factory=dict)
@@ -112,6 +119,7 @@ class Row:
     router: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     dataset: str | None = None
+    init_from: Row | None = None
 
     def model_config(self, dataset: str) -> ModelConfig:
         task, input_dim, classes = DATASET_SHAPES[dataset]
@@ -197,9 +205,13 @@ class Experiment:
                     continue
                 ep = epochs or protocol_epochs(name)
                 for seed in seeds:
-                    spec = RunSpec(backend, name, seed, row.model_config(name), row.train_config(name, ep), num_samples, dtype)
-                    out.append((row, spec))
+                    source = row.init_from and self._spec(row.init_from, backend, name, seed, ep, num_samples, dtype)
+                    out.append((row, self._spec(row, backend, name, seed, ep, num_samples, dtype, source or None)))
         return out
+
+    @staticmethod
+    def _spec(row: Row, backend, dataset, seed, epochs, num_samples, dtype, source=None) -> RunSpec:
+        return RunSpec(backend, dataset, seed, row.model_config(dataset), row.train_config(dataset, epochs), num_samples, dtype, source)
 
     def paper_row(self, row: Row, layer: int | None = None) -> dict | None:
         """The paper's entry for ``row`` (and ``layer``, in Table 6's per-layer rows), or ``None``."""
