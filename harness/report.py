@@ -44,13 +44,15 @@ def _protocol(record: dict) -> tuple:
     return (s["backend"], s["dataset"], s["train"]["epochs"], s["num_samples"] or 0)
 
 
-def _configs(row: Row, dataset: str, epochs: int) -> tuple[dict, dict]:
-    return dataclasses.asdict(row.model_config(dataset)), dataclasses.asdict(row.train_config(dataset, epochs))
+def _row_configs(row: Row, dataset: str, epochs: int) -> tuple:
+    """(model, train, the source run's configs or None) of ``row``'s runs, as a run record stores them."""
+    source = None if row.init_from is None else _row_configs(row.init_from, dataset, epochs)
+    return dataclasses.asdict(row.model_config(dataset)), dataclasses.asdict(row.train_config(dataset, epochs)), source
 
 
-def _source_configs(spec: dict) -> tuple[dict, dict] | None:
+def _record_configs(spec: dict) -> tuple:
     source = spec.get("init_from")
-    return source and (source["model"], source["train"])
+    return spec["model"], spec["train"], None if source is None else _record_configs(source)
 
 
 def match(experiment: Experiment, records: list[dict]) -> dict[tuple, list[tuple[Row, list[dict]]]]:
@@ -64,9 +66,7 @@ def match(experiment: Experiment, records: list[dict]) -> dict[tuple, list[tuple
         for i, row in enumerate(experiment.rows):
             if (row.dataset or experiment.dataset) != dataset and (row.dataset or task_of(dataset) != task_of(experiment.dataset)):
                 continue
-            if (s["model"], s["train"]) == _configs(row, dataset, epochs) and _source_configs(s) == (
-                row.init_from and _configs(row.init_from, dataset, epochs)
-            ):
+            if _record_configs(s) == _row_configs(row, dataset, epochs):
                 groups.setdefault(_protocol(record), {}).setdefault(i, []).append(record)
     return {
         protocol: [(row, sorted(rows.get(i, []), key=lambda r: r["spec"]["seed"])) for i, row in enumerate(experiment.rows)]
@@ -148,9 +148,9 @@ def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
         summary_columns.append(len(headers))
         headers.append(f"verdict ({judged})" if judged else "verdict")
         lines = []
+        # Table 4: only this protocol's dataset's rows
+        rows = [(row, recs) for row, recs in rows if not (row.dataset and row.dataset != protocol[1])]
         for row, recs in rows:
-            if row.dataset and row.dataset != protocol[1]:
-                continue  # Table 4: another dataset's row
             layers = range(len(recs[0]["summary"]["layers"])) if per_layer and recs else [None]
             for layer in layers:
                 paper = experiment.paper_row(row, layer)
@@ -171,7 +171,7 @@ def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
                 lines.append(line)
         if experiment.name == "table7":
             notes.append(_table7_best(experiment, rows))
-        missing = sum(1 for row, recs in rows if len(recs) < len(seeds) and not (row.dataset and row.dataset != protocol[1]))
+        missing = sum(1 for _, recs in rows if len(recs) < len(seeds))
         if missing:
             command = _resume_command(experiment, protocol, seeds)
             notes.append(f"Incomplete: {missing} row(s) lack some of seeds {', '.join(map(str, seeds))}; `{command}` runs only those.")

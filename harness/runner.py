@@ -75,8 +75,8 @@ def _depth(spec: RunSpec) -> int:
 
 
 def _with_cut(spec: RunSpec, cut: int) -> RunSpec:
-    source = spec.init_from and _with_cut(spec.init_from, cut)
-    return dataclasses.replace(spec, num_samples=cut, init_from=source or None)
+    source = None if spec.init_from is None else _with_cut(spec.init_from, cut)
+    return dataclasses.replace(spec, num_samples=cut, init_from=source)
 
 
 def _thread_env(backend: str, threads: int) -> dict:

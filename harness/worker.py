@@ -93,7 +93,7 @@ def start_params(spec: RunSpec, store: Store, *, compile: bool = False, data_dir
     source = spec.init_from
     if source is None:
         return None
-    if store.get_params(source.key) is None:
+    if not store.params_path(source.key).exists():
         tell = lambda line: echo(f"source {source.key}: {line}")  # noqa: E731
         if store.has(source.key):
             echo(f"source run {source.key} ({source.describe()}) kept no parameters: training it again for them")

@@ -81,9 +81,16 @@ ABLATION_BALANCING = Experiment(
 )
 
 _POOL = MoUEConfig(pool_size=16)
-_MOE_TOP2 = Row(
-    {"model": "MoE top-2", "variant": "-"}, model=SMALL, schedule=UNIFORM, router={"kind": "topk", "balance_weight": SWITCH_LOSS}
-)
+_TOP2 = {"kind": "topk", "balance_weight": SWITCH_LOSS}
+_MOE_TOP2 = Row({"model": "MoE top-2", "variant": "-"}, model=SMALL, schedule=UNIFORM, router=_TOP2)
+
+
+def _moue_top2(variant: str, moue: MoUEConfig = _POOL, **extra) -> Row:
+    """MoUE with the MoE top-2 row's choice set and router (``extra``: e.g. ``init_from``)."""
+    model = {**SMALL, "kind": "moue", "moue": moue}
+    return Row({"model": "MoUE top-2", "variant": variant}, model=model, schedule=UNIFORM, router=_TOP2, **extra)
+
+
 MOUE_VS_MOE = Experiment(
     name="moue-vs-moe",
     title="MoUE against a matched MoE (Small, Fashion-MNIST)",
@@ -91,24 +98,9 @@ MOUE_VS_MOE = Experiment(
     description="Same choice set and active experts per layer: MoE vs MoUE (pool 16, trajectory state, UELB) and its ablations.",
     rows=(
         _MOE_TOP2,
-        Row(
-            {"model": "MoUE top-2", "variant": "full"},
-            model={**SMALL, "kind": "moue", "moue": _POOL},
-            schedule=UNIFORM,
-            router={"kind": "topk", "balance_weight": SWITCH_LOSS},
-        ),
-        Row(
-            {"model": "MoUE top-2", "variant": "no trajectory state"},
-            model={**SMALL, "kind": "moue", "moue": MoUEConfig(pool_size=16, trajectory_dim=0)},
-            schedule=UNIFORM,
-            router={"kind": "topk", "balance_weight": SWITCH_LOSS},
-        ),
-        Row(
-            {"model": "MoUE top-2", "variant": "no exposure correction"},
-            model={**SMALL, "kind": "moue", "moue": MoUEConfig(pool_size=16, exposure_correction=False)},
-            schedule=UNIFORM,
-            router={"kind": "topk", "balance_weight": SWITCH_LOSS},
-        ),
+        _moue_top2("full"),
+        _moue_top2("no trajectory state", MoUEConfig(pool_size=16, trajectory_dim=0)),
+        _moue_top2("no exposure correction", MoUEConfig(pool_size=16, exposure_correction=False)),
         Row({"model": "DynaMoE descending", "variant": "-"}, model=SMALL, schedule=DESCENDING, router={"balance_weight": SWITCH_LOSS}),
         Row(
             {"model": "MoUE DynaMoE descending", "variant": "full"},
@@ -116,13 +108,7 @@ MOUE_VS_MOE = Experiment(
             schedule=DESCENDING,
             router={"balance_weight": SWITCH_LOSS},
         ),
-        Row(
-            {"model": "MoUE top-2", "variant": "converted from the trained MoE top-2"},
-            model={**SMALL, "kind": "moue", "moue": _POOL},
-            schedule=UNIFORM,
-            router={"kind": "topk", "balance_weight": SWITCH_LOSS},
-            init_from=_MOE_TOP2,
-        ),
+        _moue_top2("converted from the trained MoE top-2", init_from=_MOE_TOP2),
     ),
     dataset="fashion_mnist",
     metrics=METRICS,

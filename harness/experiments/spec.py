@@ -205,12 +205,13 @@ class Experiment:
                     continue
                 ep = epochs or protocol_epochs(name)
                 for seed in seeds:
-                    source = row.init_from and self._spec(row.init_from, backend, name, seed, ep, num_samples, dtype)
-                    out.append((row, self._spec(row, backend, name, seed, ep, num_samples, dtype, source or None)))
+                    out.append((row, self._spec(row, backend, name, seed, ep, num_samples, dtype)))
         return out
 
-    @staticmethod
-    def _spec(row: Row, backend, dataset, seed, epochs, num_samples, dtype, source=None) -> RunSpec:
+    @classmethod
+    def _spec(cls, row: Row, backend, dataset, seed, epochs, num_samples, dtype) -> RunSpec:
+        """``row``'s run, with its ``init_from`` row's run (same backend, data, seed, epochs) as the source."""
+        source = None if row.init_from is None else cls._spec(row.init_from, backend, dataset, seed, epochs, num_samples, dtype)
         return RunSpec(backend, dataset, seed, row.model_config(dataset), row.train_config(dataset, epochs), num_samples, dtype, source)
 
     def paper_row(self, row: Row, layer: int | None = None) -> dict | None:
