@@ -18,6 +18,9 @@ Each backend is thin: parameter containers, its autodiff and optimiser, and an `
 ``Trainer(model, train_cfg, compile=False)``
     ``.step(x, y, noises, lr)`` runs one AdamW step (spec's formula) and returns the loss as a
     framework scalar (no host sync); ``to_float(loss)`` converts it.
+    ``.optimizer_state()`` gives AdamW's state as NumPy (``spec.optim.optimizer_state_names``: ``steps``,
+    ``m.<name>``, ``v.<name>``); ``.load_optimizer_state(state)`` continues from it, so that a trainer
+    built from exported parameters and state takes the same steps bit for bit (checkpoints).
 ``evaluate_batch(model, x, y) -> (loss_sum, correct, counts)``
     summed loss and correct predictions over the batch's targets (float), and per-layer selection
     counts (NumPy (E_l,)), computed on the device; the harness sums batches.

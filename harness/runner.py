@@ -1,9 +1,9 @@
 """Sweeps: expand an experiment into runs, skip the finished ones, run the rest in worker processes.
 
 Each run is ``python -m harness.worker`` in its own process; ``jobs`` of them at once, each given
-``cpu_count // jobs`` threads. A run's record is written only when it has finished, atomically, so a
-sweep killed at any moment (SIGKILL included) loses at most the runs in flight, and the next
-invocation resumes with exactly those.
+``cpu_count // jobs`` threads. A run's record is written only when it has finished, atomically, and
+a run checkpoints after every epoch, so a sweep killed at any moment (SIGKILL included) loses at most
+the epochs in flight, and the next invocation continues exactly those runs from their checkpoints.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ silently: ``put`` refuses, and ``put(..., supersede=True)`` first moves the old 
 ``<root>/runs/superseded/``. A failed run leaves ``<key>.failed.json`` (its error and traceback) and is
 tried again by the next sweep. ``frame()`` flattens every finished record into a pandas DataFrame.
 A run that another run starts from (``RunSpec.init_from``) also leaves its trained parameters,
-``<root>/params/<key>.npz`` (spec names; not committed: ``.gitignore``).
+``<root>/params/<key>.npz`` (spec names; not committed: ``.gitignore``). A run in progress keeps a
+checkpoint after every epoch, ``<root>/checkpoints/<key>.npz`` (``training.Checkpoint``; not committed),
+from which an interrupted run continues; it is removed when the record is written.
 """
 
 from __future__ import annotations
@@ -76,6 +78,30 @@ class Store:
 
         with np.load(path) as arrays:
             return {name: arrays[name].astype(np.float64) for name in arrays.files}
+
+    def checkpoint_path(self, key: str) -> Path:
+        return self.root / "checkpoints" / f"{key}.npz"
+
+    def put_checkpoint(self, key: str, arrays: dict) -> Path:
+        return write_npz_atomic(self.checkpoint_path(key), arrays)
+
+    def get_checkpoint(self, key: str) -> dict | None:
+        """The arrays of ``key``'s checkpoint (their own dtypes), or ``None``."""
+        path = self.checkpoint_path(key)
+        if not path.exists():
+            return None
+        import zipfile
+
+        import numpy as np
+
+        try:
+            with np.load(path) as arrays:
+                return {name: arrays[name] for name in arrays.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:  # writes are atomic: a damaged disk or a hand edit
+            raise StoreError(f"{path} cannot be read ({exc}); delete it to start the run afresh") from exc
+
+    def drop_checkpoint(self, key: str) -> None:
+        self.checkpoint_path(key).unlink(missing_ok=True)
 
     def put_failure(self, key: str, spec: dict, error: str, details: str = "") -> Path:
         return write_json_atomic(

@@ -3,11 +3,13 @@
 Step ``s`` (0-based, counted over all epochs) uses the batch ``rng.batches(seed, epoch, n, B)``, the
 gate noise ``rng.gate_noise(seed, s, layer, ...)`` of every DynaMoE layer and the learning rate
 ``optim.learning_rate(s, total_steps)``; the backend only evaluates. Two backends given the same seed
-therefore see the same batches, noise and learning rates.
+therefore see the same batches, noise and learning rates, and a training stopped after an epoch
+continues from a ``Checkpoint`` (parameters, optimiser state, history) exactly as if it had not stopped.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -36,6 +38,34 @@ class EpochResult:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+@dataclass
+class Checkpoint:
+    """A training after ``len(history)`` epochs: what ``train(resume=...)`` needs to continue it bit for bit."""
+
+    history: list[EpochResult]
+    params: dict[str, np.ndarray]  # spec names, the model's dtype
+    optimizer: dict[str, np.ndarray]  # spec.optim.optimizer_state_names
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """One flat dict of arrays (``numpy.savez``): ``param.<name>``, ``optimizer.<name>``, ``meta`` (JSON)."""
+        meta = json.dumps({"history": [h.as_dict() for h in self.history]})
+        return {
+            "meta": np.array(meta),
+            **{f"param.{k}": v for k, v in self.params.items()},
+            **{f"optimizer.{k}": v for k, v in self.optimizer.items()},
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Checkpoint:
+        meta = json.loads(str(arrays["meta"]))
+        part = lambda prefix: {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}  # noqa: E731
+        return cls([EpochResult(**h) for h in meta["history"]], part("param."), part("optimizer."))
 
 
 def tokens_per_sample(cfg: ModelConfig, x: np.ndarray) -> int:
@@ -92,23 +122,32 @@ def train(
     on_epoch: Callable[[EpochResult], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     params: dict | None = None,
+    resume: Checkpoint | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
 ) -> tuple[list[EpochResult], object]:
     """Train ``cfg`` on ``data`` (``x_train``, ``y_train``, ``x_test``, ``y_test``) with one backend.
 
-    Returns the per-epoch results and the trained model. ``on_step(step_in_epoch, steps_per_epoch)``
-    and ``on_epoch(result)`` report progress. ``params`` (spec names) replaces the spec's initialisation.
+    Returns the per-epoch results (those of ``resume`` first) and the trained model.
+    ``on_step(step_in_epoch, steps_per_epoch)`` and ``on_epoch(result)`` report progress. ``params``
+    (spec names) replaces the spec's initialisation; ``resume`` continues a checkpointed training
+    instead; ``on_checkpoint`` is handed one after every epoch but the last.
     """
     backend = backends.load(backend_name)
-    model = backend.build_model(cfg, init_params(cfg, seed) if params is None else params, dtype)
+    if resume is not None and resume.epoch > train_cfg.epochs:
+        raise ValueError(f"the checkpoint is after epoch {resume.epoch}, the run has {train_cfg.epochs} epochs")
+    start = resume.params if resume is not None else init_params(cfg, seed) if params is None else params
+    model = backend.build_model(cfg, start, dtype)
     trainer = backend.Trainer(model, train_cfg, compile=compile)
+    if resume is not None:
+        trainer.load_optimizer_state(resume.optimizer)
     n = len(data.x_train)
     steps_per_epoch = math.ceil(n / train_cfg.batch_size)
     total = steps_per_epoch * train_cfg.epochs
     per_sample = tokens_per_sample(cfg, data.x_train)
-    history: list[EpochResult] = []
-    step = 0
-    for epoch in range(train_cfg.epochs):
-        start = time.perf_counter()
+    history: list[EpochResult] = [] if resume is None else list(resume.history)
+    step = len(history) * steps_per_epoch
+    for epoch in range(len(history), train_cfg.epochs):
+        began = time.perf_counter()
         losses = []
         for i, idx in enumerate(rng.batches(seed, epoch, n, train_cfg.batch_size)):
             noises = step_noises(cfg, seed, step, len(idx) * per_sample)
@@ -117,10 +156,12 @@ def train(
             if on_step:
                 on_step(i + 1, steps_per_epoch)
         train_loss = float(np.mean([backend.to_float(v) for v in losses]))
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - began
         ev = evaluate(backend, model, cfg, data.x_test, data.y_test, train_cfg.eval_batch_size)
         result = EpochResult(epoch + 1, train_loss, ev["loss"], ev["accuracy"], ev["perplexity"], seconds, ev["layers"])
         history.append(result)
         if on_epoch:
             on_epoch(result)
+        if on_checkpoint and epoch + 1 < train_cfg.epochs:
+            on_checkpoint(Checkpoint(list(history), backend.export_params(model), trainer.optimizer_state()))
     return history, model

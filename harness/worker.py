@@ -2,7 +2,9 @@
 
 ``python -m harness.worker SPEC_JSON RESULTS_DIR [--compile]`` runs in its own process (Keras fixes its
 backend per process, and a crash takes down one run, not the sweep); it prints one ``epoch ...`` line
-per epoch for the parent's progress display and writes ``<key>.json`` (or ``<key>.failed.json``).
+per epoch for the parent's progress display and writes ``<key>.json`` (or ``<key>.failed.json``). After
+every epoch it leaves a checkpoint in the store, so a run that is killed continues from its last epoch
+when the sweep is run again (``--rerun`` starts afresh).
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def start_params(spec: RunSpec, store: Store, *, compile: bool = False, data_dir
             echo(f"source run {source.key} ({source.describe()}) kept no parameters: training it again for them")
             _, _, model = _train(source, store, compile=compile, data_dir=data_dir, echo=tell)
             store.put_params(source.key, backends.load(source.backend).export_params(model))
+            store.drop_checkpoint(source.key)
         else:
             echo(f"source run {source.key} ({source.describe()}) first")
             run(source, store, compile=compile, data_dir=data_dir, save_params=True, echo=tell)
@@ -110,15 +113,22 @@ def start_params(spec: RunSpec, store: Store, *, compile: bool = False, data_dir
     return params
 
 
-def _train(spec: RunSpec, store: Store, *, compile: bool, data_dir: str | None, echo):
-    """Load the data and train ``spec`` (from its start parameters): ``(data, history, model)``."""
+def _train(spec: RunSpec, store: Store, *, compile: bool, data_dir: str | None, echo, fresh: bool = False):
+    """Load the data and train ``spec`` (from its start parameters, or from its checkpoint unless
+    ``fresh``), checkpointing every epoch: ``(data, history, model)``."""
     from harness.data import load
-    from harness.training import train
+    from harness.training import Checkpoint, train
 
     data = load(spec.dataset, data_dir=data_dir, seed=spec.seed, num_samples=spec.num_samples)
     if data.task != spec.model.task or (data.task == "classify" and data.input_dim != spec.model.input_dim):
         raise ValueError(f"{spec.dataset} gives {data!r}, which does not fit the run's model config")
-    initial = start_params(spec, store, compile=compile, data_dir=data_dir, echo=echo)
+    if fresh:
+        store.drop_checkpoint(spec.key)
+    saved = store.get_checkpoint(spec.key)
+    resume = None if saved is None else Checkpoint.from_arrays(saved)
+    if resume is not None:
+        echo(f"resuming after epoch {resume.epoch}/{spec.train.epochs} ({store.checkpoint_path(spec.key)})")
+    initial = None if resume is not None else start_params(spec, store, compile=compile, data_dir=data_dir, echo=echo)
 
     def on_epoch(r: EpochResult) -> None:
         echo(
@@ -127,7 +137,17 @@ def _train(spec: RunSpec, store: Store, *, compile: bool, data_dir: str | None, 
         )
 
     history, model = train(
-        spec.backend, spec.model, spec.train, data, spec.seed, compile=compile, dtype=spec.dtype, on_epoch=on_epoch, params=initial
+        spec.backend,
+        spec.model,
+        spec.train,
+        data,
+        spec.seed,
+        compile=compile,
+        dtype=spec.dtype,
+        on_epoch=on_epoch,
+        params=initial,
+        resume=resume,
+        on_checkpoint=lambda c: store.put_checkpoint(spec.key, c.to_arrays()),
     )
     return data, history, model
 
@@ -147,7 +167,7 @@ def run(
 
     backend = backends.load(spec.backend)
     started = time.time()
-    data, history, model = _train(spec, store, compile=compile, data_dir=data_dir, echo=echo)
+    data, history, model = _train(spec, store, compile=compile, data_dir=data_dir, echo=echo, fresh=supersede)
     record = {
         "key": spec.key,
         "status": "done",
@@ -164,6 +184,7 @@ def run(
     if save_params:  # before the record: a finished record then always has its parameters
         store.put_params(spec.key, backend.export_params(model))
     store.put(record, supersede=supersede)
+    store.drop_checkpoint(spec.key)
     return record
 
 

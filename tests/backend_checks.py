@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from backends.spec import ModelConfig, RouterConfig, init_params, rng
-from backends.spec.config import MoUEConfig
+from backends.spec.config import MoUEConfig, TrainConfig
+from backends.spec.optim import optimizer_state_names
 
 
 def check_export_roundtrip_and_shape_errors(backend, cfg: ModelConfig) -> None:
@@ -106,3 +107,37 @@ def check_router_parity(backend, case: str, tokens: int = 128) -> dict:
         errors["grad_f32"] = max(norm_rel_error(grads32[k], grads[k]) for k in live)
         assert errors["grad_f32"] <= 1e-4, (case, errors)
     return errors
+
+
+def check_optimizer_state_continues_training_exactly(backend, compile: bool = False) -> None:
+    """A trainer built afresh from another's exported parameters and optimiser state takes the same
+    next steps bit for bit (what resuming a checkpointed run relies on: same ops, same inputs, same
+    state, so no tolerance), and a state of another config is refused with a message naming it."""
+    from harness.training import step_noises
+
+    cfg, train = ModelConfig(size="tiny", input_dim=20, num_classes=5), TrainConfig(batch_size=16)
+    gen = rng.sample_generator(11)
+    x, y = gen.standard_normal((16, 20)), gen.integers(0, 5, 16)
+
+    def steps(trainer, first, last):
+        return [backend.to_float(trainer.step(x, y, step_noises(cfg, 0, s, 16), 1e-3 / (s + 1))) for s in range(first, last)]
+
+    model = backend.build_model(cfg, init_params(cfg, 0))
+    trainer = backend.Trainer(model, train, compile=compile)
+    fresh = trainer.optimizer_state()
+    assert int(fresh["steps"]) == 0 and list(fresh) == optimizer_state_names(init_params(cfg, 0))
+    assert not any(fresh[k].any() for k in fresh)
+    steps(trainer, 0, 3)
+    saved, params = trainer.optimizer_state(), backend.export_params(model)
+    assert int(saved["steps"]) == 3 and saved["v.head.weight"].dtype == np.float32 and saved["v.head.weight"].min() > 0
+    copy = backend.Trainer(backend.build_model(cfg, params), train, compile=compile)
+    copy.load_optimizer_state(saved)
+    assert steps(trainer, 3, 6) == steps(copy, 3, 6)
+    a, b = backend.export_params(model), backend.export_params(copy.model)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    c, d = trainer.optimizer_state(), copy.optimizer_state()
+    assert int(d["steps"]) == 6 and all(np.array_equal(c[k], d[k]) for k in c)
+    with pytest.raises(ValueError, match=r"missing \['m.input.weight'"):
+        copy.load_optimizer_state({k: v for k, v in saved.items() if k != "m.input.weight"})
+    with pytest.raises(ValueError, match=r"'m.head.bias' has shape \(3,\)"):
+        copy.load_optimizer_state(dict(saved, **{"m.head.bias": np.zeros(3, np.float32)}))

@@ -199,3 +199,46 @@ def test_a_run_converted_from_another_runs_after_it_from_its_trained_weights(tmp
     store.params_path(source.key).unlink()
     again = start_params(target, store, echo=lambda line: None)
     assert all(np.array_equal(again[k], expected[k]) for k in expected) and store.path(source.key).read_bytes() == record
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.torch
+def test_a_run_killed_after_an_epoch_continues_from_its_checkpoint_to_the_same_record(tmp_path, monkeypatch):
+    """A run stopped after epoch 1 of 2 continues from the checkpoint it left and ends with the record
+    of a run never stopped (bit for bit but the timings: same seeds, same state, same ops); the
+    checkpoint goes when the record is written, ``--rerun`` starts afresh, a damaged one is named."""
+    backend_or_skip("torch")
+    spec = dataclasses.replace(_tiny_spec(), train=dataclasses.replace(_tiny_spec().train, epochs=2))
+    whole = run(spec, Store(tmp_path / "whole"), echo=lambda s: None)
+    store = Store(tmp_path / "stopped")
+    put = Store.put_checkpoint
+
+    def put_then_die(self, key, arrays):
+        put(self, key, arrays)
+        raise _Killed  # as a kill right after the epoch-1 checkpoint
+
+    monkeypatch.setattr(Store, "put_checkpoint", put_then_die)
+    with pytest.raises(_Killed):
+        run(spec, store, echo=lambda s: None)
+    monkeypatch.undo()
+    assert store.checkpoint_path(spec.key).exists() and not store.has(spec.key)
+    lines: list[str] = []
+    resumed = run(spec, store, echo=lines.append)
+    assert lines[0].startswith("resuming after epoch 1/2") and [line.split()[1] for line in lines[1:]] == ["2/2"]
+    untimed = lambda r: ([{**e, "seconds": 0} for e in r["epochs"]], {**r["summary"], "train_seconds": 0}, r["gate_gradient_variance"])  # noqa: E731
+    assert untimed(resumed) == untimed(whole)
+    assert not store.checkpoint_path(spec.key).exists()
+    # --rerun (supersede) ignores a checkpoint and trains from the start
+    monkeypatch.setattr(Store, "put_checkpoint", put_then_die)
+    with pytest.raises(_Killed):
+        run(spec, store, supersede=True, echo=lambda s: None)
+    monkeypatch.undo()
+    lines.clear()
+    again = run(spec, store, supersede=True, echo=lines.append)
+    assert lines[0].startswith("epoch 1/2") and untimed(again) == untimed(whole)
+    store.checkpoint_path(spec.key).write_bytes(b"not a zip")
+    with pytest.raises(StoreError, match="cannot be read .*delete it to start the run afresh"):
+        run(spec, store, echo=lambda s: None)

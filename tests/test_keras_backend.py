@@ -39,7 +39,12 @@ from backends.spec.ops import NumpyOps
 from backends.spec.optim import adamw_update, learning_rate
 from harness.parity import mask_disagreement, max_abs_error, max_rel_error, norm_rel_error
 from harness.training import step_noises
-from tests.backend_checks import ROUTER_CASES, check_export_roundtrip_and_shape_errors, check_router_parity
+from tests.backend_checks import (
+    ROUTER_CASES,
+    check_export_roundtrip_and_shape_errors,
+    check_optimizer_state_continues_training_exactly,
+    check_router_parity,
+)
 from tests.conftest import backend_or_skip
 
 KERAS_BACKEND = os.environ.get("KERAS_BACKEND", "jax")
@@ -328,3 +333,7 @@ def test_moue_export_and_save_load_roundtrip(bk, tmp_path):
     x = inputs(cfg, n=64)
     (a, masks_a), (b, masks_b) = bk.forward(model, x, step_noises(cfg, 0, 0, 64)), bk.forward(loaded, x, step_noises(cfg, 0, 0, 64))
     assert np.array_equal(a, b) and all(np.array_equal(p, q) for p, q in zip(masks_a, masks_b))
+
+
+def test_optimizer_state_continues_training_exactly(bk):
+    check_optimizer_state_continues_training_exactly(bk, compile=KERAS_BACKEND == "jax")

@@ -29,7 +29,12 @@ from backends.spec.ops import NumpyOps
 from backends.spec.optim import adamw_update, learning_rate
 from harness.parity import mask_disagreement, max_abs_error, max_rel_error, norm_rel_error
 from harness.training import step_noises
-from tests.backend_checks import ROUTER_CASES, check_export_roundtrip_and_shape_errors, check_router_parity
+from tests.backend_checks import (
+    ROUTER_CASES,
+    check_export_roundtrip_and_shape_errors,
+    check_optimizer_state_continues_training_exactly,
+    check_router_parity,
+)
 from tests.conftest import backend_or_skip
 from tests.test_reference import CONFIGS, inputs
 
@@ -260,3 +265,7 @@ def test_router_parity(bm, case):
 
 def test_moue_export_roundtrip(bm):
     check_export_roundtrip_and_shape_errors(bm, ROUTER_CASES["moue"])
+
+
+def test_optimizer_state_continues_training_exactly(bm):
+    check_optimizer_state_continues_training_exactly(bm, compile=True)

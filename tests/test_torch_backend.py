@@ -16,7 +16,12 @@ from backends import reference
 from backends.spec import ModelConfig, RouterConfig, TrainConfig, init_params, rng
 from backends.spec.optim import adamw_update
 from harness.parity import mask_disagreement, max_abs_error, max_rel_error
-from tests.backend_checks import ROUTER_CASES, check_export_roundtrip_and_shape_errors, check_router_parity
+from tests.backend_checks import (
+    ROUTER_CASES,
+    check_export_roundtrip_and_shape_errors,
+    check_optimizer_state_continues_training_exactly,
+    check_router_parity,
+)
 from tests.conftest import backend_or_skip
 from tests.test_reference import CONFIGS, inputs
 
@@ -164,3 +169,7 @@ def test_models_go_where_the_device_variable_says(bt, monkeypatch):
     monkeypatch.setenv(DEVICE_ENV, "warp-drive")
     with pytest.raises(ValueError, match="DYNAMOE_TORCH_DEVICE='warp-drive' is not a torch device"):
         bt.build_model(cfg, init_params(cfg, 0))
+
+
+def test_optimizer_state_continues_training_exactly(bt):
+    check_optimizer_state_continues_training_exactly(bt, compile=False)

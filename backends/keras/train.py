@@ -19,10 +19,11 @@ from keras import ops
 
 from backends.spec import forward as F
 from backends.spec.config import TrainConfig
+from backends.spec.optim import check_optimizer_state
 from backends.spec.routers import training_loss
 
 from .layers import OPS
-from .model import _Network, labels_tensor, noise_tensors, to_tensor
+from .model import _Network, export_params, labels_tensor, noise_tensors, to_tensor
 
 
 class SpecAdamW(keras.optimizers.Optimizer):
@@ -180,6 +181,27 @@ class Trainer:
         for variable, value in zip(opt.variables, values):
             variable.assign(value)
         return loss
+
+    def _moments(self) -> dict:
+        """``{spec name: (m, v)}``: the optimiser variables of each parameter."""
+        opt = self.optimizer
+        indices = {name: opt._get_variable_index(v) for name, v in self.model.spec_variables().items()}
+        return {name: (opt._m[i], opt._v[i]) for name, i in indices.items()}
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """AdamW's state as NumPy under ``spec.optim.optimizer_state_names``."""
+        out = {"steps": np.array(int(ops.convert_to_numpy(self.optimizer.iterations.value)), dtype=np.int64)}
+        for name, (m, v) in self._moments().items():
+            out[f"m.{name}"], out[f"v.{name}"] = np.array(ops.convert_to_numpy(m.value)), np.array(ops.convert_to_numpy(v.value))
+        return out
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from ``optimizer_state()``'s arrays (checked against the model's parameters)."""
+        check_optimizer_state(state, export_params(self.model))
+        self.optimizer.iterations.assign(int(state["steps"]))
+        for name, (m, v) in self._moments().items():
+            m.assign(np.asarray(state[f"m.{name}"], dtype=m.dtype))
+            v.assign(np.asarray(state[f"v.{name}"], dtype=v.dtype))
 
 
 def to_float(value) -> float:

@@ -15,10 +15,11 @@ from mlx.utils import tree_flatten
 from backends.spec import forward as F
 from backends.spec.config import TrainConfig
 from backends.spec.init import param_shapes
+from backends.spec.optim import check_optimizer_state
 from backends.spec.routers import training_loss
 
 from .layers import OPS
-from .model import _Network, labels_array, noise_arrays, to_array
+from .model import _Network, export_params, labels_array, noise_arrays, to_array
 
 
 def _loss(model: _Network, x, y, noises):
@@ -101,6 +102,34 @@ class Trainer:
         loss = self._step(to_array(model, x), labels_array(y), noise_arrays(model, noises) or [])
         mx.eval(loss, self._state)
         return loss
+
+    def _slots(self) -> dict[str, dict]:
+        """``{spec name: the optimiser's state dict of that parameter}`` (``m``, ``v``), found by walking
+        the state tree along the parameter's path; assigning into these dicts keeps the compiled step's
+        captured state."""
+        slots = {}
+        for name in param_shapes(self.model.cfg):
+            node = self.optimizer.state
+            for part in name.split("."):
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            slots[name] = node
+        return slots
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """AdamW's state as NumPy under ``spec.optim.optimizer_state_names``."""
+        out = {"steps": np.array(self.optimizer.steps, dtype=np.int64)}
+        for name, slot in self._slots().items():
+            out[f"m.{name}"], out[f"v.{name}"] = np.array(slot["m"]), np.array(slot["v"])
+        return out
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from ``optimizer_state()``'s arrays (checked against the model's parameters)."""
+        check_optimizer_state(state, export_params(self.model))
+        self.optimizer.steps = int(state["steps"])
+        self.optimizer.state["step"] = mx.array(int(state["steps"]), mx.uint64)
+        for name, slot in self._slots().items():
+            slot["m"] = mx.array(np.asarray(state[f"m.{name}"]), dtype=self.model.dtype)
+            slot["v"] = mx.array(np.asarray(state[f"v.{name}"]), dtype=self.model.dtype)
 
 
 def to_float(value) -> float:

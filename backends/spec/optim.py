@@ -33,3 +33,24 @@ def adamw_update(param, grad, m, v, step: int, lr: float, cfg: TrainConfig):
     m_hat = m / (1.0 - cfg.beta1**step)
     v_hat = v / (1.0 - cfg.beta2**step)
     return param - lr * m_hat / (np.sqrt(v_hat) + cfg.eps), m, v
+
+
+def optimizer_state_names(param_names) -> list[str]:
+    """The names of an optimiser state as backends export it: ``steps`` (AdamW steps taken), then
+    ``m.<param>`` and ``v.<param>`` (first and second moments) for every parameter."""
+    return ["steps", *(f"{moment}.{name}" for name in param_names for moment in ("m", "v"))]
+
+
+def check_optimizer_state(state: dict, params: dict) -> None:
+    """Refuse an optimiser state that does not fit ``params`` (spec names to arrays): a missing or
+    unknown name, or a moment whose shape is not its parameter's."""
+    expected = optimizer_state_names(params)
+    missing, unknown = [n for n in expected if n not in state], sorted(set(state) - set(expected))
+    if missing or unknown:
+        raise ValueError(
+            f"optimiser state does not fit the model: missing {missing[:3]}, unknown {unknown[:3]} (a checkpoint of another config?)"
+        )
+    for name in expected[1:]:
+        param = name.split(".", 1)[1]
+        if np.shape(state[name]) != np.shape(params[param]):
+            raise ValueError(f"optimiser state {name!r} has shape {np.shape(state[name])}, the parameter has {np.shape(params[param])}")
