@@ -71,13 +71,8 @@ class Store:
 
     def get_params(self, key: str) -> dict | None:
         """The trained parameters a run left (spec names, float64), or ``None``."""
-        path = self.params_path(key)
-        if not path.exists():
-            return None
-        import numpy as np
-
-        with np.load(path) as arrays:
-            return {name: arrays[name].astype(np.float64) for name in arrays.files}
+        params = _read_npz(self.params_path(key))
+        return None if params is None else {name: value.astype("float64") for name, value in params.items()}
 
     def checkpoint_path(self, key: str) -> Path:
         return self.root / "checkpoints" / f"{key}.npz"
@@ -87,18 +82,7 @@ class Store:
 
     def get_checkpoint(self, key: str) -> dict | None:
         """The arrays of ``key``'s checkpoint (their own dtypes), or ``None``."""
-        path = self.checkpoint_path(key)
-        if not path.exists():
-            return None
-        import zipfile
-
-        import numpy as np
-
-        try:
-            with np.load(path) as arrays:
-                return {name: arrays[name] for name in arrays.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:  # writes are atomic: a damaged disk or a hand edit
-            raise StoreError(f"{path} cannot be read ({exc}); delete it to start the run afresh") from exc
+        return _read_npz(self.checkpoint_path(key))
 
     def drop_checkpoint(self, key: str) -> None:
         self.checkpoint_path(key).unlink(missing_ok=True)
@@ -149,3 +133,18 @@ class Store:
                 }
             )
         return pd.DataFrame(rows)
+
+
+def _read_npz(path: Path) -> dict | None:
+    """The arrays of an ``.npz`` file (their own dtypes), or ``None`` if there is none."""
+    if not path.exists():
+        return None
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:  # writes are atomic: a damaged disk or a hand edit
+        raise StoreError(f"{path} cannot be read ({exc}); delete it to start the run afresh") from exc
