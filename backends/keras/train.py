@@ -19,11 +19,12 @@ from keras import ops
 
 from backends.spec import forward as F
 from backends.spec.config import TrainConfig
+from backends.spec.init import param_shapes
 from backends.spec.optim import check_optimizer_state
 from backends.spec.routers import training_loss
 
 from .layers import OPS
-from .model import _Network, export_params, labels_tensor, noise_tensors, to_tensor
+from .model import _Network, labels_tensor, noise_tensors, to_tensor
 
 
 class SpecAdamW(keras.optimizers.Optimizer):
@@ -197,7 +198,7 @@ class Trainer:
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
         """Continue from ``optimizer_state()``'s arrays (checked against the model's parameters)."""
-        check_optimizer_state(state, export_params(self.model))
+        check_optimizer_state(state, param_shapes(self.model.cfg))
         self.optimizer.iterations.assign(int(state["steps"]))
         for name, (m, v) in self._moments().items():
             m.assign(np.asarray(state[f"m.{name}"], dtype=m.dtype))

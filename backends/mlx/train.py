@@ -19,7 +19,7 @@ from backends.spec.optim import check_optimizer_state
 from backends.spec.routers import training_loss
 
 from .layers import OPS
-from .model import _Network, export_params, labels_array, noise_arrays, to_array
+from .model import _Network, labels_array, noise_arrays, to_array
 
 
 def _loss(model: _Network, x, y, noises):
@@ -124,7 +124,7 @@ class Trainer:
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
         """Continue from ``optimizer_state()``'s arrays (checked against the model's parameters)."""
-        check_optimizer_state(state, export_params(self.model))
+        check_optimizer_state(state, param_shapes(self.model.cfg))
         self.optimizer.steps = int(state["steps"])
         self.optimizer.state["step"] = mx.array(int(state["steps"]), mx.uint64)
         for name, slot in self._slots().items():

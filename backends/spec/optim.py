@@ -41,10 +41,10 @@ def optimizer_state_names(param_names) -> list[str]:
     return ["steps", *(f"{moment}.{name}" for name in param_names for moment in ("m", "v"))]
 
 
-def check_optimizer_state(state: dict, params: dict) -> None:
-    """Refuse an optimiser state that does not fit ``params`` (spec names to arrays): a missing or
-    unknown name, or a moment whose shape is not its parameter's."""
-    expected = optimizer_state_names(params)
+def check_optimizer_state(state: dict, shapes: dict) -> None:
+    """Refuse an optimiser state that does not fit a model whose parameters have ``shapes`` (spec names
+    to shapes, ``init.param_shapes``): a missing or unknown name, or a moment of another shape."""
+    expected = optimizer_state_names(shapes)
     missing, unknown = [n for n in expected if n not in state], sorted(set(state) - set(expected))
     if missing or unknown:
         raise ValueError(
@@ -52,5 +52,5 @@ def check_optimizer_state(state: dict, params: dict) -> None:
         )
     for name in expected[1:]:
         param = name.split(".", 1)[1]
-        if np.shape(state[name]) != np.shape(params[param]):
-            raise ValueError(f"optimiser state {name!r} has shape {np.shape(state[name])}, the parameter has {np.shape(params[param])}")
+        if np.shape(state[name]) != tuple(shapes[param]):
+            raise ValueError(f"optimiser state {name!r} has shape {np.shape(state[name])}, the parameter has {tuple(shapes[param])}")

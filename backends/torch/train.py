@@ -10,11 +10,12 @@ import torch
 
 from backends.spec import forward as F
 from backends.spec.config import TrainConfig
+from backends.spec.init import param_shapes
 from backends.spec.optim import check_optimizer_state
 from backends.spec.routers import training_loss
 
 from .layers import OPS
-from .model import _Network, default_device, export_params, labels_tensor, noise_tensors, to_tensor
+from .model import _Network, default_device, labels_tensor, noise_tensors, to_tensor
 
 
 def _loss(model: _Network, x, y, noises):
@@ -47,24 +48,24 @@ class Trainer:
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """AdamW's state as NumPy under ``spec.optim.optimizer_state_names`` (zeros before the first step)."""
-        params, steps = export_params(self.model), 0
-        out = {}
+        out, steps = {}, 0
         for name, p in self.model.named_parameters():
             state = self.optimizer.state.get(p)
             if state:
                 steps = int(state["step"])
-            out[f"m.{name}"] = state["exp_avg"].cpu().numpy().copy() if state else np.zeros_like(params[name])
-            out[f"v.{name}"] = state["exp_avg_sq"].cpu().numpy().copy() if state else np.zeros_like(params[name])
+            for moment, slot in (("m", "exp_avg"), ("v", "exp_avg_sq")):
+                out[f"{moment}.{name}"] = (state[slot] if state else torch.zeros_like(p)).detach().cpu().numpy().copy()
         return {"steps": np.array(steps, dtype=np.int64), **out}
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
         """Continue from ``optimizer_state()``'s arrays (through ``load_state_dict``, which moves them to
         each parameter's device and dtype)."""
-        check_optimizer_state(state, export_params(self.model))
-        saved = self.optimizer.state_dict()
-        steps = float(state["steps"])
-        moments = lambda name: {"exp_avg": torch.from_numpy(state[f"m.{name}"]), "exp_avg_sq": torch.from_numpy(state[f"v.{name}"])}  # noqa: E731
-        saved["state"] = {i: {"step": torch.tensor(steps), **moments(name)} for i, (name, _) in enumerate(self.model.named_parameters())}
+        check_optimizer_state(state, param_shapes(self.model.cfg))
+        saved, steps = self.optimizer.state_dict(), torch.tensor(float(state["steps"]))
+        saved["state"] = {
+            i: {"step": steps.clone(), "exp_avg": torch.from_numpy(state[f"m.{name}"]), "exp_avg_sq": torch.from_numpy(state[f"v.{name}"])}
+            for i, (name, _) in enumerate(self.model.named_parameters())
+        }
         self.optimizer.load_state_dict(saved)
 
 
