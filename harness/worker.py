@@ -99,7 +99,7 @@ def start_params(spec: RunSpec, store: Store, *, compile: bool = False, data_dir
         tell = lambda line: echo(f"source {source.key}: {line}")  # noqa: E731
         if store.has(source.key):
             echo(f"source run {source.key} ({source.describe()}) kept no parameters: training it again for them")
-            _, _, model = _train(source, store, compile=compile, data_dir=data_dir, echo=tell)
+            _, _, model, _ = _train(source, store, compile=compile, data_dir=data_dir, echo=tell)
             store.put_params(source.key, backends.load(source.backend).export_params(model))
             store.drop_checkpoint(source.key)
         else:
@@ -115,7 +115,7 @@ def start_params(spec: RunSpec, store: Store, *, compile: bool = False, data_dir
 
 def _train(spec: RunSpec, store: Store, *, compile: bool, data_dir: str | None, echo, fresh: bool = False):
     """Load the data and train ``spec`` (from its start parameters, or from its checkpoint unless
-    ``fresh``), checkpointing every epoch: ``(data, history, model)``."""
+    ``fresh``), checkpointing every epoch: ``(data, history, model, epochs taken from the checkpoint)``."""
     from harness.data import load
     from harness.training import Checkpoint, train
 
@@ -149,7 +149,7 @@ def _train(spec: RunSpec, store: Store, *, compile: bool, data_dir: str | None, 
         resume=resume,
         on_checkpoint=lambda c: store.put_checkpoint(spec.key, c.to_arrays()),
     )
-    return data, history, model
+    return data, history, model, 0 if resume is None else resume.epoch
 
 
 def run(
@@ -167,7 +167,7 @@ def run(
 
     backend = backends.load(spec.backend)
     started = time.time()
-    data, history, model = _train(spec, store, compile=compile, data_dir=data_dir, echo=echo, fresh=supersede)
+    data, history, model, resumed = _train(spec, store, compile=compile, data_dir=data_dir, echo=echo, fresh=supersede)
     record = {
         "key": spec.key,
         "status": "done",
@@ -177,7 +177,8 @@ def run(
         "epochs": [h.as_dict() for h in history],
         "summary": summarise(spec, history),
         "gate_gradient_variance": gate_gradient_variance(backend, model, spec, data),
-        "environment": fingerprint(backend.runtime_info()),
+        "environment": fingerprint(backend.runtime_info()),  # of this process: a resumed run's first epochs ran before it
+        "resumed_after_epoch": resumed,  # 0: trained in one go
         "started": started,
         "finished": time.time(),
     }

@@ -230,6 +230,7 @@ def test_a_run_killed_after_an_epoch_continues_from_its_checkpoint_to_the_same_r
     assert lines[0].startswith("resuming after epoch 1/2") and [line.split()[1] for line in lines[1:]] == ["2/2"]
     untimed = lambda r: ([{**e, "seconds": 0} for e in r["epochs"]], {**r["summary"], "train_seconds": 0}, r["gate_gradient_variance"])  # noqa: E731
     assert untimed(resumed) == untimed(whole)
+    assert (resumed["resumed_after_epoch"], whole["resumed_after_epoch"]) == (1, 0)
     assert not store.checkpoint_path(spec.key).exists()
     # --rerun (supersede) ignores a checkpoint and trains from the start
     monkeypatch.setattr(Store, "put_checkpoint", put_then_die)
