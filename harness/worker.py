@@ -131,10 +131,8 @@ def _train(spec: RunSpec, store: Store, *, compile: bool, data_dir: str | None, 
     initial = None if resume is not None else start_params(spec, store, compile=compile, data_dir=data_dir, echo=echo)
 
     def on_epoch(r: EpochResult) -> None:
-        echo(
-            f"epoch {r.epoch}/{spec.train.epochs} loss {r.train_loss:.4f} acc {100 * r.test_accuracy:.2f} "
-            f"ppl {r.perplexity:.1f} {r.seconds:.1f}s"
-        )
+        ppl = f" ppl {r.perplexity:.1f}" if spec.model.task == "lm" else ""
+        echo(f"epoch {r.epoch}/{spec.train.epochs} loss {r.train_loss:.4f} acc {100 * r.test_accuracy:.2f}{ppl} {r.seconds:.1f}s")
 
     history, model = train(
         spec.backend,
