@@ -80,6 +80,14 @@ def cmd_run(args) -> int:
     )
     outcomes = run_specs(specs, store, jobs=args.jobs, compile=args.compile, rerun=args.rerun, data_dir=args.data_dir)
     failed = [o for o in outcomes if o.status == "failed"]
+    stopped = [o for o in outcomes if o.status == "interrupted"]
+    if stopped:
+        print(
+            f"interrupted: {sum(o.status == 'done' for o in outcomes)} trained, {len(stopped)} stopped or not started "
+            f"(the same command resumes them from their last finished epoch)",
+            file=sys.stderr,
+        )
+        return 130
     print(
         f"done: {sum(o.status == 'done' for o in outcomes)} trained, "
         f"{sum(o.status == 'skipped' for o in outcomes)} skipped, {len(failed)} failed"

@@ -4,6 +4,8 @@ Each run is ``python -m harness.worker`` in its own process; ``jobs`` of them at
 ``cpu_count // jobs`` threads. A run's record is written only when it has finished, atomically, and
 a run checkpoints after every epoch, so a sweep killed at any moment (SIGKILL included) loses at most
 the epochs in flight, and the next invocation continues exactly those runs from their checkpoints.
+Interrupting the sweep itself (Ctrl-C, or SIGTERM to its process alone, as ``kill`` or a batch
+scheduler sends it) stops its workers too, so none goes on unseen; their runs are not marked failed.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +33,7 @@ QUICK_EPOCHS = 2
 @dataclass
 class Outcome:
     spec: RunSpec
-    status: str  # "done", "skipped" (already in the store) or "failed"
+    status: str  # "done", "skipped" (already in the store), "failed" or "interrupted"
     message: str = ""
 
 
@@ -112,9 +115,13 @@ def run_specs(
     bar = tqdm(total=len(todo), unit="run", desc="runs", disable=not sys.stderr.isatty())
     lock = threading.Lock()
     counter = iter(range(1, len(todo) + 1))
+    live: set[subprocess.Popen] = set()
+    interrupted = threading.Event()
 
     def one(spec: RunSpec) -> Outcome:
         with lock:
+            if interrupted.is_set():
+                return Outcome(spec, "interrupted", "not started")
             number = next(counter)
         tag = f"[{number}/{len(todo)}] {spec.describe()}"
         use_compile = spec.backend in COMPILE_BY_DEFAULT if compile is None else compile
@@ -123,10 +130,14 @@ def run_specs(
         cmd = [sys.executable, "-m", "harness.worker", handle.name, str(store.root)]
         cmd += ["--compile"] * use_compile + ["--rerun"] * rerun + (["--data-dir", data_dir] if data_dir else [])
         cmd += ["--save-params"] * (spec.key in sources)
-        with lock:
-            bar.write(f"{tag}: started")
         try:
-            proc = subprocess.Popen(cmd, env=_thread_env(spec.backend, threads), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            with lock:
+                if interrupted.is_set():
+                    return Outcome(spec, "interrupted", "not started")
+                bar.write(f"{tag}: started")
+                env = _thread_env(spec.backend, threads)
+                proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                live.add(proc)
             for line in proc.stdout:
                 with lock:
                     bar.write(f"{tag}: {line.rstrip()}")
@@ -135,9 +146,12 @@ def run_specs(
         finally:
             Path(handle.name).unlink(missing_ok=True)
         with lock:
+            live.discard(proc)
             bar.update(1)
-        if code == 0 and store.has(spec.key):
+        if store.has(spec.key):  # its record is written: a signal during the worker's exit changes nothing
             return Outcome(spec, "done")
+        if interrupted.is_set():
+            return Outcome(spec, "interrupted", "stopped at its last checkpoint")
         failure = store.failure(spec.key)
         if failure is None:  # killed or crashed before it could write its own failure record
             tail = stderr.strip().splitlines()[-20:]
@@ -147,10 +161,31 @@ def run_specs(
             bar.write(f"{tag}: FAILED: {failure['error']}")
         return Outcome(spec, "failed", failure["error"])
 
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
+    futures = []
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for depth in sorted({_depth(s) for s in todo}):  # sources finish before the runs that start from them
-                outcomes += list(pool.map(one, [s for s in todo if _depth(s) == depth]))
+            try:
+                for depth in sorted({_depth(s) for s in todo}):  # sources finish before the runs that start from them
+                    futures = [pool.submit(one, s) for s in todo if _depth(s) == depth]
+                    while wait(futures, timeout=0.5).not_done:
+                        pass  # a signal may land on a reader thread; the main thread sees it only when it wakes
+                    outcomes += [f.result() for f in futures]
+            except KeyboardInterrupt:
+                with lock:
+                    interrupted.set()
+                    for proc in live:
+                        proc.terminate()  # a worker checkpoints after each epoch; the next sweep resumes there
+                ended = {o.spec.key for o in outcomes}
+                outcomes += [f.result() for f in futures if f.result().spec.key not in ended]
+                ended = {o.spec.key for o in outcomes}
+                outcomes += [Outcome(s, "interrupted", "not started") for s in todo if s.key not in ended]
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
         bar.close()
     return outcomes

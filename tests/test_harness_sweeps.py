@@ -136,6 +136,41 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     assert store.has(good.key) and not store.has(bad.key)
 
 
+def _workers_of(store: Path) -> list[int]:
+    """Pids of live ``harness.worker`` processes writing to ``store`` (from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if b"harness.worker" in argv and str(store).encode() in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds worker processes through /proc")
+def test_sigterm_to_the_sweep_alone_stops_its_workers_and_marks_nothing_failed(tmp_path):
+    backend_or_skip("torch")
+    proc = _sweep(tmp_path, "--jobs", "2")
+    deadline = time.time() + 120
+    while len(workers := _workers_of(tmp_path)) < 2:
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)  # the sweep's process only, as `kill PID` or a scheduler sends it
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted: 0 trained, 3 stopped or not started" in out, out
+    deadline = time.time() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):  # reaped by init once terminated
+        assert time.time() < deadline, f"workers {workers} outlived the sweep"
+        time.sleep(0.1)
+    assert Store(tmp_path).failures() == []
+    out, _ = _sweep(tmp_path).communicate(timeout=900)
+    assert "3 trained, 0 skipped, 0 failed" in out, out
+
+
 def test_verdict_rule():
     assert report.verdict(92.0, 0.4, 3, 92.68) == "within"
     assert report.verdict(90.0, 0.4, 3, 92.68) == "outside"
