@@ -172,9 +172,11 @@ def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
         if experiment.name == "table7":
             notes.append(_table7_best(experiment, rows))
         missing = sum(1 for _, recs in rows if len(recs) < len(seeds))
+        command = _resume_command(experiment, protocol, seeds)
         if missing:
-            command = _resume_command(experiment, protocol, seeds)
             notes.append(f"Incomplete: {missing} row(s) lack some of seeds {', '.join(map(str, seeds))}; `{command}` runs only those.")
+        else:
+            notes.append(f"Command: `{command}` (it skips finished runs; `--rerun` recomputes them).")
         sections.append(Section(title, headers, lines, notes, summary_columns, protocol))
     return sections
 

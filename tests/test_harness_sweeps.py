@@ -117,6 +117,9 @@ def test_sigkill_mid_sweep_loses_no_finished_run_and_rerun_is_a_no_op(tmp_path):
     # the 5 rows this sweep left out are named with the command that completes them
     resume = "python -m harness run table2 --backend torch --dataset synthetic --epochs 1 --num-samples 256 --seeds 0"
     assert f"Incomplete: 5 row(s) lack some of seeds 0; `{resume}`".encode() in first[Path("tables/table2.md")]
+    # Table 6's one row is Table 2's descending run: that table is complete, and says what reproduces it
+    command = "python -m harness run table6 --backend torch --dataset synthetic --epochs 1 --num-samples 256 --seeds 0"
+    assert f"Command: `{command}`".encode() in first[Path("tables/table6.md")]
 
 
 @pytest.mark.torch
