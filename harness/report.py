@@ -81,10 +81,11 @@ def _stats(values: list[float]) -> tuple[float, float, int]:
     return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan, len(vals)
 
 
-def _cell(fmt: str, mean: float, std: float, n: int) -> str:
+def _cell(fmt: str, mean: float, std: float, n: int, exact: bool = False) -> str:
+    """``mean ± std`` over ``n`` seeds; ``± 0`` when measured seeds agreed, none for a count fixed by the config."""
     if n == 0:
         return "-"
-    return fmt.format(mean) if n == 1 or math.isnan(std) or std == 0 else f"{fmt.format(mean)} ± {fmt.format(std)}"
+    return fmt.format(mean) if n == 1 or exact or math.isnan(std) else f"{fmt.format(mean)} ± {fmt.format(std)}"
 
 
 def _printed_resolution(value: float) -> float:
@@ -159,7 +160,7 @@ def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
                 for m in experiment.metrics:
                     values = [_value(r, m.name, layer) for r in recs]
                     mean, std, n = _stats([None if v is None else v * m.scale for v in values])
-                    line.append(_cell(m.fmt, mean, std, n))
+                    line.append(_cell(m.fmt, mean, std, n, m.exact))
                     if m.name not in with_paper:
                         continue
                     p = None if paper is None else paper.get(m.name)

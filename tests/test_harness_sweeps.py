@@ -174,6 +174,13 @@ def test_sigterm_to_the_sweep_alone_stops_its_workers_and_marks_nothing_failed(t
     assert "3 trained, 0 skipped, 0 failed" in out, out
 
 
+def test_a_cell_shows_the_spread_of_measured_seeds_even_when_they_agree():
+    assert report._cell("{:.2f}", 90.13, 0.0, 2) == "90.13 ± 0.00"  # two seeds that agreed, not one seed
+    assert report._cell("{:.2f}", 90.13, 0.2, 3) == "90.13 ± 0.20"
+    assert report._cell("{:.2f}", 90.13, float("nan"), 1) == "90.13" and report._cell("{:.2f}", 0, 0, 0) == "-"
+    assert report._cell("{:,.0f}", 402698, 0.0, 3, exact=True) == "402,698"  # a parameter count: no spread to show
+
+
 def test_verdict_rule():
     assert report.verdict(92.0, 0.4, 3, 92.68) == "within"
     assert report.verdict(90.0, 0.4, 3, 92.68) == "outside"

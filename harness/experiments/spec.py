@@ -140,6 +140,7 @@ class Metric:
     heading: str
     fmt: str = "{:.2f}"
     scale: float = 1.0  # measured value x scale = the paper's unit (e.g. accuracy 0..1 -> %)
+    exact: bool = False  # fixed by the config (a parameter count): the same for every seed, printed without spread
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def schedule_row(labels: dict, schedule: str | None, size: str = "small", **sche
 
 
 ACCURACY = Metric("accuracy", "accuracy %", "{:.2f}", 100.0)
-PARAMS = Metric("params", "params", "{:,.0f}")
+PARAMS = Metric("params", "params", "{:,.0f}", exact=True)
 EPOCHS_95 = Metric("epochs_to_95", "epochs to 95 %", "{:.1f}")
 SECONDS = Metric("train_seconds", "time (s)", "{:.0f}")
 EFFICIENCY = Metric("efficiency", "efficiency", "{:.2f}")
