@@ -77,26 +77,42 @@ def _accuracy(recs) -> float:
     return 100 * float(np.mean([r["summary"]["accuracy"] for r in recs]))
 
 
+def _accuracy_spread(recs) -> tuple[float, float]:
+    """Mean and sample std (0 for one seed) of the test accuracy in %."""
+    values = 100 * np.array([r["summary"]["accuracy"] for r in recs], dtype=float)
+    return (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0) if len(values) else (np.nan, 0.0)
+
+
 def size_bars(rows, title: str) -> plt.Figure:
+    """Bars: the mean over seeds; whiskers: one sample std. The axis is cut to the data, since the
+    configurations differ by tenths of a percent; a size without runs is marked, not left blank."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     sizes = list(dict.fromkeys(r.labels["size"] for r, _ in rows))
     configs = list(dict.fromkeys(r.labels["config"] for r, _ in rows))
+    width = 0.8 / len(configs)
     for j, config in enumerate(configs):
-        values = [next((_accuracy(recs) for r, recs in rows if r.labels == {"size": s, "config": config} and recs), np.nan) for s in sizes]
-        ax.bar(np.arange(len(sizes)) + 0.27 * (j - 1), values, width=0.27, label=config)
-    ax.set_xticks(range(len(sizes)), sizes)
-    ax.set(ylabel="test accuracy %", title=title)
-    ax.legend()
+        found = [next((recs for r, recs in rows if r.labels == {"size": s, "config": config} and recs), []) for s in sizes]
+        means, stds = zip(*(_accuracy_spread(recs) for recs in found))
+        x = np.arange(len(sizes)) + width * (j - (len(configs) - 1) / 2)
+        ax.bar(x, means, width=width, yerr=stds, capsize=3, label=config)
+    seeds = [max((len(recs) for r, recs in rows if r.labels["size"] == s), default=0) for s in sizes]
+    ax.set_xticks(range(len(sizes)), [f"{s}\n{n} seed{'s' * (n != 1)}" if n else f"{s}\nnot run" for s, n in zip(sizes, seeds)])
+    values = [_accuracy(recs) for _, recs in rows if recs]
+    if values:
+        ax.set_ylim(np.floor(min(values)) - 1, np.ceil(max(values)) + 1)
+    ax.set(ylabel="test accuracy % (axis cut)", title=title)
+    ax.legend(loc="lower right", fontsize=8)
     return fig
 
 
 def size_scaling(rows, title: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for config in dict.fromkeys(r.labels["config"] for r, _ in rows):
-        pts = [(recs[0]["summary"]["params"], _accuracy(recs)) for r, recs in rows if r.labels["config"] == config and recs]
+        pts = sorted((recs[0]["summary"]["params"], *_accuracy_spread(recs)) for r, recs in rows if r.labels["config"] == config and recs)
         if pts:
-            ax.plot(*zip(*sorted(pts)), marker="o", label=config)
-    ax.set(xscale="log", xlabel="parameters", ylabel="test accuracy %", title=title)
+            params, means, stds = zip(*pts)
+            ax.errorbar(params, means, yerr=stds, marker="o", capsize=3, label=config)
+    ax.set(xscale="log", xlabel="parameters", ylabel="test accuracy % (mean ± 1 std over seeds)", title=title)
     ax.legend()
     return fig
 
