@@ -65,6 +65,25 @@ def test_uelb_is_one_when_every_layer_is_balanced():
     assert uelb(OPS, [balanced, balanced], plain) == pytest.approx(3 * (0.25**2 + 0.5**2 + 0.25**2), rel=1e-15)
 
 
+def test_exposure_correction_is_a_no_op_when_every_pool_expert_has_the_same_exposure():
+    # Small, uniform, pool 16: every pool expert is seen by 2 layers, and a common factor cancels in the
+    # normalisation of f and P. So moue-vs-moe ablates the correction on the descending schedule instead.
+    cfg = moue(size="small", schedule=ScheduleConfig("uniform"), pool_size=16)
+    assert set(exposure(cfg).tolist()) == {2}
+    rng = np.random.default_rng(0)
+    routings = []
+    for _ in range(cfg.num_layers):
+        probs = rng.dirichlet(np.ones(8), size=32)
+        routings.append(Routing(probs, probs >= np.sort(probs, axis=1)[:, -2:-1], None))
+    plain = cfg.replace(moue=MoUEConfig(pool_size=16, exposure_correction=False))
+    assert uelb(OPS, routings, plain) == uelb(OPS, routings, cfg)  # bit for bit: the factor is 1/2
+    falling = moue(size="small", schedule=ScheduleConfig("descending"), pool_size=16)
+    assert len(set(exposure(falling).tolist())) > 1
+    routings = [Routing(p := rng.dirichlet(np.ones(e), size=32), p >= p.max(axis=1, keepdims=True), None) for e in layer_widths(falling)]
+    uncorrected = falling.replace(moue=MoUEConfig(pool_size=16, exposure_correction=False))
+    assert abs(uelb(OPS, routings, uncorrected) - uelb(OPS, routings, falling)) > 1e-3
+
+
 def test_uelb_counts_local_experts_with_exposure_one():
     cfg = moue(size="tiny", schedule=ScheduleConfig("uniform", 1, 1), pool_size=1, stride=0, local_experts=1, trajectory_dim=0)
     # slots (pool 0, local); the universe is (pool 0, local of layer 0, local of layer 1), exposures (2, 1, 1)
