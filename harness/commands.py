@@ -196,10 +196,17 @@ def cmd_compare(args) -> int:
         if not s.runs.is_dir():
             raise ValueError(f"{s.root} holds no results store (no runs/ folder): give a --results-dir of `harness run`")
     pairs = compare.compare(a, b, args.backend_a, args.backend_b)
+    command = " ".join(
+        ["python -m harness compare", args.store_a, args.store_b]
+        + [f"--backend-a {args.backend_a}"] * bool(args.backend_a)
+        + [f"--backend-b {args.backend_b}"] * bool(args.backend_b)
+        + [f"--out {args.out}"] * bool(args.out)
+    )
     text = compare.to_markdown(
         pairs,
         f"{a.root}" + (f" [{args.backend_a}]" if args.backend_a else ""),
         f"{b.root}" + (f" [{args.backend_b}]" if args.backend_b else ""),
+        command,
     )
     print(text)
     if args.out:

@@ -90,8 +90,8 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if not (isinstance(value, float) and math.isnan(value)) else "nan"
 
 
-def to_markdown(pairs: list[dict], label_a: str, label_b: str) -> str:
-    lines = [f"# compare: A = {label_a}, B = {label_b}", ""]
+def to_markdown(pairs: list[dict], label_a: str, label_b: str, command: str = "") -> str:
+    lines = [f"# compare: A = {label_a}, B = {label_b}", ""] + ([f"Made by `{command}`.", ""] if command else [])
     if not pairs:
         return "\n".join(lines + ["No run of A has the same config as a run of B.", ""])
     ok = sum(p["ok"] for p in pairs)

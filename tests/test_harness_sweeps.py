@@ -200,6 +200,15 @@ def test_compare_pairs_backends_and_float64_runs_agree(tmp_path):
     (pair,) = compare.compare(a, b)
     assert pair["ok"], pair
     assert {m["metric"] for m in pair["metrics"]} == {"accuracy", "epoch1_train_loss", "final_ppl", "avg_active"}
+    # the CLI's file says how it was made, and the results README lists it with its verdicts
+    from harness import results_index
+    from harness.cli import main
+
+    out = tmp_path / "a" / "compare" / "torch-vs-mlx.md"
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    assert f"Made by `python -m harness compare {tmp_path / 'a'} {tmp_path / 'b'} --out {out}`." in out.read_text()
+    assert "- [torch-vs-mlx.md](compare/torch-vs-mlx.md): A = " in "\n".join(results_index._comparisons(tmp_path / "a"))
+    assert "; 1 paired runs, 1 within tolerance" in "\n".join(results_index._comparisons(tmp_path / "a"))
     # a result that moved is caught
     path = next(b.runs.glob("*.json"))
     record = json.loads(path.read_text())
