@@ -78,9 +78,9 @@ def _accuracy(recs) -> float:
 
 
 def _accuracy_spread(recs) -> tuple[float, float]:
-    """Mean and sample std (0 for one seed) of the test accuracy in %."""
+    """Mean and sample std of the test accuracy in %; the std is NaN (no whisker drawn) for one seed."""
     values = 100 * np.array([r["summary"]["accuracy"] for r in recs], dtype=float)
-    return (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0) if len(values) else (np.nan, 0.0)
+    return (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else np.nan) if len(values) else (np.nan, np.nan)
 
 
 def size_bars(rows, title: str) -> plt.Figure:
