@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from backends.spec.config import SCHEDULES, ModelConfig, ScheduleConfig  # noqa: E402
+from harness.report import seed_stats  # noqa: E402
 
 
 def _label(row) -> str:
@@ -73,14 +74,10 @@ def activation(rows, title: str) -> plt.Figure:
     return fig
 
 
-def _accuracy(recs) -> float:
-    return 100 * float(np.mean([r["summary"]["accuracy"] for r in recs]))
-
-
 def _accuracy_spread(recs) -> tuple[float, float]:
-    """Mean and sample std of the test accuracy in %; the std is NaN (no whisker drawn) for one seed."""
-    values = 100 * np.array([r["summary"]["accuracy"] for r in recs], dtype=float)
-    return (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else np.nan) if len(values) else (np.nan, np.nan)
+    """Mean and sample std of the test accuracy in %, as the tables give them (std NaN for one seed: no whisker)."""
+    mean, std, _ = seed_stats([100 * r["summary"]["accuracy"] for r in recs])
+    return mean, std
 
 
 def size_bars(rows, title: str) -> plt.Figure:
@@ -90,16 +87,17 @@ def size_bars(rows, title: str) -> plt.Figure:
     sizes = list(dict.fromkeys(r.labels["size"] for r, _ in rows))
     configs = list(dict.fromkeys(r.labels["config"] for r, _ in rows))
     width = 0.8 / len(configs)
+    shown = []
     for j, config in enumerate(configs):
         found = [next((recs for r, recs in rows if r.labels == {"size": s, "config": config} and recs), []) for s in sizes]
         means, stds = zip(*(_accuracy_spread(recs) for recs in found))
+        shown += [m for m in means if not np.isnan(m)]
         x = np.arange(len(sizes)) + width * (j - (len(configs) - 1) / 2)
         ax.bar(x, means, width=width, yerr=stds, capsize=3, label=config)
     seeds = [max((len(recs) for r, recs in rows if r.labels["size"] == s), default=0) for s in sizes]
     ax.set_xticks(range(len(sizes)), [f"{s}\n{n} seed{'s' * (n != 1)}" if n else f"{s}\nnot run" for s, n in zip(sizes, seeds)])
-    values = [_accuracy(recs) for _, recs in rows if recs]
-    if values:
-        ax.set_ylim(np.floor(min(values)) - 1, np.ceil(max(values)) + 1)
+    if shown:
+        ax.set_ylim(np.floor(min(shown)) - 1, np.ceil(max(shown)) + 1)
     ax.set(ylabel="test accuracy % (axis cut)", title=title)
     ax.legend(loc="lower right", fontsize=8)
     return fig

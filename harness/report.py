@@ -74,7 +74,8 @@ def match(experiment: Experiment, records: list[dict]) -> dict[tuple, list[tuple
     }
 
 
-def _stats(values: list[float]) -> tuple[float, float, int]:
+def seed_stats(values: list[float]) -> tuple[float, float, int]:
+    """Mean, sample std (NaN for one value) and count of ``values``, None and NaN left out."""
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
         return math.nan, math.nan, 0
@@ -159,7 +160,7 @@ def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
                 judgement = "-"
                 for m in experiment.metrics:
                     values = [_value(r, m.name, layer) for r in recs]
-                    mean, std, n = _stats([None if v is None else v * m.scale for v in values])
+                    mean, std, n = seed_stats([None if v is None else v * m.scale for v in values])
                     line.append(_cell(m.fmt, mean, std, n, m.exact))
                     if m.name not in with_paper:
                         continue
@@ -196,7 +197,7 @@ def _table7_best(experiment: Experiment, rows: list[tuple[Row, list[dict]]]) -> 
         group = [(r, recs) for r, recs in rows if r.labels["parameter"] == entry["parameter"] and recs]
         if not group:
             continue
-        best_row = max(group, key=lambda rr: _stats([x["summary"]["accuracy"] for x in rr[1]])[0])[0]
+        best_row = max(group, key=lambda rr: seed_stats([x["summary"]["accuracy"] for x in rr[1]])[0])[0]
         agree = "agrees" if best_row.labels["value"] == entry["value"] else "differs"
         parts.append(f"{entry['parameter']}: paper best {entry['value']}, ours {best_row.labels['value']} ({agree})")
     return "Best values: " + "; ".join(parts) + "." if parts else "Best values: no runs yet."

@@ -166,26 +166,21 @@ def run_specs(
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
-    futures = []
+    submitted = {}
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             try:
                 for depth in sorted({_depth(s) for s in todo}):  # sources finish before the runs that start from them
-                    futures = [pool.submit(one, s) for s in todo if _depth(s) == depth]
-                    while wait(futures, timeout=0.5).not_done:
+                    submitted.update({s.key: pool.submit(one, s) for s in todo if _depth(s) == depth})
+                    while wait(submitted.values(), timeout=0.5).not_done:
                         pass  # a signal may land on a reader thread; the main thread sees it only when it wakes
-                    outcomes += [f.result() for f in futures]
             except KeyboardInterrupt:
                 with lock:
                     interrupted.set()
                     for proc in live:
                         proc.terminate()  # a worker checkpoints after each epoch; the next sweep resumes there
-                ended = {o.spec.key for o in outcomes}
-                outcomes += [f.result() for f in futures if f.result().spec.key not in ended]
-                ended = {o.spec.key for o in outcomes}
-                outcomes += [Outcome(s, "interrupted", "not started") for s in todo if s.key not in ended]
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
         bar.close()
-    return outcomes
+    return outcomes + [submitted[s.key].result() if s.key in submitted else Outcome(s, "interrupted", "not started") for s in todo]
