@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 
+from harness.experiments import RunConfig
 from harness.store import Store
 
 TOLERANCES = {
@@ -78,10 +79,8 @@ def compare(store_a: Store, store_b: Store, backend_a: str | None = None, backen
 
 
 def _describe(record: dict) -> str:
-    from harness.experiments.spec import RunSpec
-
     machine = record["environment"].get("cpu", "?")
-    return f"{RunSpec.from_dict(record['spec']).describe()} [{machine}]"
+    return f"{RunConfig.from_dict(record['spec']).describe()} [{machine}]"
 
 
 def _fmt(value) -> str:

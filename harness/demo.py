@@ -13,8 +13,8 @@ import sys
 import tempfile
 
 import backends
+from harness.data.registry import info
 from harness.experiments import get
-from harness.experiments.spec import DATASET_TITLES
 from harness.runner import plan, run_specs
 from harness.store import Store
 
@@ -39,7 +39,7 @@ def main(args) -> int:
     experiment = get("table4")
     rows = [r for r in experiment.rows if r.dataset == "fashion_mnist"]
     print(
-        f"Table 4 ({DATASET_TITLES[dataset]}, Small) on {', '.join(names)}: {args.num_samples:,} training images, "
+        f"Table 4 ({info(dataset).title}, Small) on {', '.join(names)}: {args.num_samples:,} training images, "
         f"{args.epochs} epochs (the paper: 60,000 images, 20 epochs), seed {args.seed}\n",
         flush=True,
     )

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import report
+from harness.data.registry import TRAINABLE, info
 from harness.experiments import REGISTRY, run_source
-from harness.experiments.spec import DATASET_TITLES
 
-# What the paper used that these machines lack, and how to run it where it is (issue 8).
+# What the paper used that these machines lack, and how to run it where it is.
 ELSEWHERE = (
     (
         "MNIST (train split)",
@@ -89,7 +89,7 @@ def render(results_dir: Path, records: list[dict], sections: dict[str, list[repo
             done = {s.protocol[1] for s in secs}
             wanted = [d for d in e.datasets() if d not in done]
             for d in wanted:
-                out += [f"Not run on {DATASET_TITLES.get(d, d)} (the paper's data) here.", ""]
+                out += [f"Not run on {info(d).title if d in TRAINABLE else d} (the paper's data) here.", ""]
     out += ["## Figures", ""]
     for name, e in REGISTRY.items():
         if e.kind != "figure":

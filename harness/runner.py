@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.experiments.spec import Experiment, RunSpec
+from harness.experiments import Experiment, RunConfig
 from harness.store import Store
 
 COMPILE_BY_DEFAULT = ("keras-jax", "mlx")  # eager Keras-JAX is several times slower; MLX compiles per shape
@@ -32,7 +32,7 @@ QUICK_EPOCHS = 2
 
 @dataclass
 class Outcome:
-    spec: RunSpec
+    spec: RunConfig
     status: str  # "done", "skipped" (already in the store), "failed" or "interrupted"
     message: str = ""
 
@@ -45,14 +45,14 @@ def plan(
     dataset: str | None = None,
     quick: bool = False,
     num_samples: int | None = None,
-) -> list[RunSpec]:
+) -> list[RunConfig]:
     """The distinct runs of ``experiment`` on ``backends`` x ``seeds`` (``quick``: 2 epochs, a cut
     training set; the records say so through their config)."""
     if not experiment.rows:
         return []
     if quick:
         epochs = epochs or QUICK_EPOCHS
-    specs: dict[str, RunSpec] = {}
+    specs: dict[str, RunConfig] = {}
     for backend in backends:
         for _row, spec in experiment.runs(backend, seeds, epochs, dataset):
             cut = num_samples or (QUICK_SAMPLES[spec.model.task] if quick else None)
@@ -73,11 +73,11 @@ def plan(
 WORKER_MALLOC = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 
 
-def _depth(spec: RunSpec) -> int:
+def _depth(spec: RunConfig) -> int:
     return 0 if spec.init_from is None else 1 + _depth(spec.init_from)
 
 
-def _with_cut(spec: RunSpec, cut: int) -> RunSpec:
+def _with_cut(spec: RunConfig, cut: int) -> RunConfig:
     source = None if spec.init_from is None else _with_cut(spec.init_from, cut)
     return dataclasses.replace(spec, num_samples=cut, init_from=source)
 
@@ -94,7 +94,7 @@ def _thread_env(backend: str, threads: int) -> dict:
 
 
 def run_specs(
-    specs: list[RunSpec],
+    specs: list[RunConfig],
     store: Store,
     *,
     jobs: int = 1,
@@ -118,7 +118,7 @@ def run_specs(
     live: set[subprocess.Popen] = set()
     interrupted = threading.Event()
 
-    def one(spec: RunSpec) -> Outcome:
+    def one(spec: RunConfig) -> Outcome:
         with lock:
             if interrupted.is_set():
                 return Outcome(spec, "interrupted", "not started")

@@ -1,10 +1,10 @@
 """The results store: one JSON record per run under ``<root>/runs/<key>.json``, written atomically.
 
-``key`` is ``RunSpec.key`` (a hash of the run's full config). A finished record is never replaced
+``key`` is ``RunConfig.key`` (a hash of the run's full config, kept in the record's ``spec`` field). A finished record is never replaced
 silently: ``put`` refuses, and ``put(..., supersede=True)`` first moves the old record to
 ``<root>/runs/superseded/``. A failed run leaves ``<key>.failed.json`` (its error and traceback) and is
 tried again by the next sweep. ``frame()`` flattens every finished record into a pandas DataFrame.
-A run that another run starts from (``RunSpec.init_from``) also leaves its trained parameters,
+A run that another run starts from (``RunConfig.init_from``) also leaves its trained parameters,
 ``<root>/params/<key>.npz`` (spec names; not committed: ``.gitignore``). A run in progress keeps a
 checkpoint after every epoch, ``<root>/checkpoints/<key>.npz`` (``training.Checkpoint``; not committed),
 from which an interrupted run continues; it is removed when the record is written.

@@ -1,6 +1,6 @@
-"""One run of a sweep: train a ``RunSpec``, summarise it, store the record.
+"""One run of a sweep: train a ``RunConfig``, summarise it, store the record.
 
-``python -m harness.worker SPEC_JSON RESULTS_DIR [--compile]`` runs in its own process (Keras fixes its
+``python -m harness.worker RUN_CONFIG_JSON RESULTS_DIR [--compile]`` runs in its own process (Keras fixes its
 backend per process, and a crash takes down one run, not the sweep); it prints one ``epoch ...`` line
 per epoch for the parent's progress display and writes ``<key>.json`` (or ``<key>.failed.json``). After
 every epoch it leaves a checkpoint in the store, so a run that is killed continues from its last epoch
@@ -21,7 +21,7 @@ import numpy as np
 
 import backends
 from backends.spec import accounting, rng
-from harness.experiments.spec import RunSpec
+from harness.experiments import RunConfig
 from harness.store import Store
 from harness.training import EpochResult, step_noises, tokens_per_sample
 
@@ -36,24 +36,24 @@ def epochs_to_fraction(accuracies: list[float], fraction: float = 0.95) -> int |
     return next(i + 1 for i, a in enumerate(accuracies) if a >= target)
 
 
-def gate_gradient_variance(backend, model, spec: RunSpec, data) -> list[float]:
+def gate_gradient_variance(backend, model, config: RunConfig, data) -> list[float]:
     """Per DynaMoE layer: the variance across ``GRADIENT_BATCHES`` training mini-batches of the gate
     weight's gradient, averaged over its entries (Theorem 2 measured, at the trained parameters).
 
     The batches are those of the epochs after the last (``rng.batches(seed, epochs, ...)`` on), with the
     gate noise of the steps after the last one, so the measurement uses no randomness of its own.
     """
-    cfg = spec.model
+    cfg = config.model
     if cfg.kind == "mlp":
         return []
-    n, size = len(data.x_train), spec.train.batch_size
-    total = math.ceil(n / size) * spec.train.epochs
+    n, size = len(data.x_train), config.train.batch_size
+    total = math.ceil(n / size) * config.train.epochs
     per_sample = tokens_per_sample(cfg, data.x_train)
-    epochs = itertools.count(spec.train.epochs)
-    order = itertools.chain.from_iterable(rng.batches(spec.seed, epoch, n, size) for epoch in epochs)
+    epochs = itertools.count(config.train.epochs)
+    order = itertools.chain.from_iterable(rng.batches(config.seed, epoch, n, size) for epoch in epochs)
     grads: list[list[np.ndarray]] = []
     for i, idx in enumerate(itertools.islice(order, GRADIENT_BATCHES)):
-        noises = step_noises(cfg, spec.seed, total + i, len(idx) * per_sample)
+        noises = step_noises(cfg, config.seed, total + i, len(idx) * per_sample)
         _, g = backend.gradients(model, data.x_train[idx], data.y_train[idx], noises)
         grads.append([np.asarray(v, dtype=np.float64) for name, v in sorted(g.items()) if name.endswith(".gate.weight")])
     if len(grads) < 2:
@@ -61,9 +61,9 @@ def gate_gradient_variance(backend, model, spec: RunSpec, data) -> list[float]:
     return [float(np.var(np.stack([g[layer] for g in grads]), axis=0, ddof=1).mean()) for layer in range(len(grads[0]))]
 
 
-def summarise(spec: RunSpec, history: list[EpochResult]) -> dict:
-    """The numbers a report needs, from the per-epoch history and the spec's accounting."""
-    cfg = spec.model
+def summarise(config: RunConfig, history: list[EpochResult]) -> dict:
+    """The numbers a report needs, from the per-epoch history and ``backends.spec.accounting``."""
+    cfg = config.model
     acc = [h.test_accuracy for h in history]
     ppl = [h.perplexity for h in history]
     last = history[-1]
@@ -85,14 +85,14 @@ def summarise(spec: RunSpec, history: list[EpochResult]) -> dict:
     }
 
 
-def start_params(spec: RunSpec, store: Store, *, compile: bool = False, data_dir: str | None = None, echo=print) -> dict | None:
-    """The parameters ``spec`` starts from: ``None`` (the spec's init), or its source run's trained
+def start_params(config: RunConfig, store: Store, *, compile: bool = False, data_dir: str | None = None, echo=print) -> dict | None:
+    """The parameters ``config`` starts from: ``None`` (the spec's init), or its source run's trained
     ones, converted by ``spec.moue.moe_to_moue`` when a DynaMoE run starts a MoUE one.
 
     A source that has not run is run (record and parameters). A finished source that kept no parameters
     is trained again for them (same seeds, so the same weights) and its record is left as it is.
     """
-    source = spec.init_from
+    source = config.init_from
     if source is None:
         return None
     if not store.params_path(source.key).exists():
@@ -106,52 +106,52 @@ def start_params(spec: RunSpec, store: Store, *, compile: bool = False, data_dir
             echo(f"source run {source.key} ({source.describe()}) first")
             run(source, store, compile=compile, data_dir=data_dir, save_params=True, echo=tell)
     params = store.get_params(source.key)
-    if source.model.kind == "dynamoe" and spec.model.kind == "moue":
+    if source.model.kind == "dynamoe" and config.model.kind == "moue":
         from backends.spec.moue import moe_to_moue
 
-        return moe_to_moue(params, source.model, spec.model, seed=spec.seed)
+        return moe_to_moue(params, source.model, config.model, seed=config.seed)
     return params
 
 
-def _train(spec: RunSpec, store: Store, *, compile: bool, data_dir: str | None, echo, fresh: bool = False):
-    """Load the data and train ``spec`` (from its start parameters, or from its checkpoint unless
+def _train(config: RunConfig, store: Store, *, compile: bool, data_dir: str | None, echo, fresh: bool = False):
+    """Load the data and train ``config`` (from its start parameters, or from its checkpoint unless
     ``fresh``), checkpointing every epoch: ``(data, history, model, epochs taken from the checkpoint)``."""
     from harness.data import load
     from harness.training import Checkpoint, train
 
-    data = load(spec.dataset, data_dir=data_dir, seed=spec.seed, num_samples=spec.num_samples)
-    if data.task != spec.model.task or (data.task == "classify" and data.input_dim != spec.model.input_dim):
-        raise ValueError(f"{spec.dataset} gives {data!r}, which does not fit the run's model config")
+    data = load(config.dataset, data_dir=data_dir, seed=config.seed, num_samples=config.num_samples)
+    if data.task != config.model.task or (data.task == "classify" and data.input_dim != config.model.input_dim):
+        raise ValueError(f"{config.dataset} gives {data!r}, which does not fit the run's model config")
     if fresh:
-        store.drop_checkpoint(spec.key)
-    saved = store.get_checkpoint(spec.key)
+        store.drop_checkpoint(config.key)
+    saved = store.get_checkpoint(config.key)
     resume = None if saved is None else Checkpoint.from_arrays(saved)
     if resume is not None:
-        echo(f"resuming after epoch {resume.epoch}/{spec.train.epochs} ({store.checkpoint_path(spec.key)})")
-    initial = None if resume is not None else start_params(spec, store, compile=compile, data_dir=data_dir, echo=echo)
+        echo(f"resuming after epoch {resume.epoch}/{config.train.epochs} ({store.checkpoint_path(config.key)})")
+    initial = None if resume is not None else start_params(config, store, compile=compile, data_dir=data_dir, echo=echo)
 
     def on_epoch(r: EpochResult) -> None:
-        ppl = f" ppl {r.perplexity:.1f}" if spec.model.task == "lm" else ""
-        echo(f"epoch {r.epoch}/{spec.train.epochs} loss {r.train_loss:.4f} acc {100 * r.test_accuracy:.2f}{ppl} {r.seconds:.1f}s")
+        ppl = f" ppl {r.perplexity:.1f}" if config.model.task == "lm" else ""
+        echo(f"epoch {r.epoch}/{config.train.epochs} loss {r.train_loss:.4f} acc {100 * r.test_accuracy:.2f}{ppl} {r.seconds:.1f}s")
 
     history, model = train(
-        spec.backend,
-        spec.model,
-        spec.train,
+        config.backend,
+        config.model,
+        config.train,
         data,
-        spec.seed,
+        config.seed,
         compile=compile,
-        dtype=spec.dtype,
+        dtype=config.dtype,
         on_epoch=on_epoch,
         params=initial,
         resume=resume,
-        on_checkpoint=lambda c: store.put_checkpoint(spec.key, c.to_arrays()),
+        on_checkpoint=lambda c: store.put_checkpoint(config.key, c.to_arrays()),
     )
     return data, history, model, 0 if resume is None else resume.epoch
 
 
 def run(
-    spec: RunSpec,
+    config: RunConfig,
     store: Store,
     *,
     compile: bool = False,
@@ -160,49 +160,49 @@ def run(
     save_params: bool = False,
     echo=print,
 ) -> dict:
-    """Train ``spec`` and store its record (and, with ``save_params``, its trained parameters)."""
+    """Train ``config`` and store its record (and, with ``save_params``, its trained parameters)."""
     from harness.environment import fingerprint
 
-    backend = backends.load(spec.backend)
+    backend = backends.load(config.backend)
     started = time.time()
-    data, history, model, resumed = _train(spec, store, compile=compile, data_dir=data_dir, echo=echo, fresh=supersede)
+    data, history, model, resumed = _train(config, store, compile=compile, data_dir=data_dir, echo=echo, fresh=supersede)
     record = {
-        "key": spec.key,
+        "key": config.key,
         "status": "done",
-        "spec": spec.as_dict(),
+        "spec": config.as_dict(),
         "compile": compile,
         "data": {"train_samples": len(data.x_train), "test_samples": len(data.x_test), "source": data.source, "notes": data.notes},
         "epochs": [h.as_dict() for h in history],
-        "summary": summarise(spec, history),
-        "gate_gradient_variance": gate_gradient_variance(backend, model, spec, data),
+        "summary": summarise(config, history),
+        "gate_gradient_variance": gate_gradient_variance(backend, model, config, data),
         "environment": fingerprint(backend.runtime_info()),  # of this process: a resumed run's first epochs ran before it
         "resumed_after_epoch": resumed,  # 0: trained in one go
         "started": started,
         "finished": time.time(),
     }
     if save_params:  # before the record: a finished record then always has its parameters
-        store.put_params(spec.key, backend.export_params(model))
+        store.put_params(config.key, backend.export_params(model))
     store.put(record, supersede=supersede)
-    store.drop_checkpoint(spec.key)
+    store.drop_checkpoint(config.key)
     return record
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.worker")
-    p.add_argument("spec", help="JSON file holding RunSpec.as_dict()")
+    p.add_argument("run_config", metavar="RUN_CONFIG_JSON", help="JSON file holding RunConfig.as_dict()")
     p.add_argument("results_dir")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--rerun", action="store_true", help="replace a finished record (the old one is kept under runs/superseded/)")
     p.add_argument("--save-params", action="store_true", help="also store the trained parameters (params/<key>.npz)")
     args = p.parse_args(argv)
-    with open(args.spec) as handle:
-        spec_dict = json.load(handle)
+    with open(args.run_config) as handle:
+        config_dict = json.load(handle)
     store = Store(args.results_dir)
     try:
-        spec = RunSpec.from_dict(spec_dict)
+        config = RunConfig.from_dict(config_dict)
         run(
-            spec,
+            config,
             store,
             compile=args.compile,
             data_dir=args.data_dir,
@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             echo=lambda s: print(s, flush=True),
         )
     except Exception as exc:  # recorded, so the sweep goes on and the report can say what failed
-        key = RunSpec.from_dict(spec_dict).key if "model" in spec_dict else "unknown"
-        store.put_failure(key, spec_dict, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        key = RunConfig.from_dict(config_dict).key if "model" in config_dict else "unknown"
+        store.put_failure(key, config_dict, f"{type(exc).__name__}: {exc}", traceback.format_exc())
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

@@ -1,4 +1,4 @@
-"""The issue-6 experiments (``harness.experiments.baselines``): registered, and their rows are the configs
+"""The baseline, ablation and MoUE experiments (``harness.experiments.baselines``): registered, and their rows are the configs
 they claim (matched MLPs, MoUE beside a MoE with the same choice set and active experts)."""
 
 from __future__ import annotations

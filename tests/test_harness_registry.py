@@ -8,8 +8,8 @@ import pytest
 
 from backends.spec.config import RouterConfig
 from harness import plots
-from harness.experiments import REGISTRY, RunSpec, get, run_source
-from harness.experiments.spec import DATASET_SHAPES
+from harness.data.registry import TRAINABLE
+from harness.experiments import REGISTRY, RunConfig, get, run_source
 from harness.runner import plan
 
 
@@ -34,7 +34,7 @@ def test_rows_have_one_label_set_and_paper_entries_name_existing_rows(name):
 
 
 def test_paper_numbers_are_the_specs():
-    """Spot checks against shared/spec/DYNAMOE.md (Tables 2-6)."""
+    """Spot checks against ../shared/spec/DYNAMOE.md (Tables 2-6)."""
     assert get("table2").paper_row(get("table2").rows[2])["accuracy"] == 92.68
     t3 = get("table3")
     assert [p["efficiency"] for p in t3.paper] == [3.13, 2.82, 2.44, 1.78, 2.36, 2.22]
@@ -67,9 +67,9 @@ def test_table7_varies_one_hyperparameter_at_a_time_around_the_defaults():
     assert plan(get("table2"), ["torch"], [0])[2].key in keys
 
 
-def test_runspec_key_is_stable_and_sensitive():
+def test_run_config_key_is_stable_and_sensitive():
     spec = plan(get("table2"), ["torch"], [0])[2]
-    again = RunSpec.from_dict(spec.as_dict())
+    again = RunConfig.from_dict(spec.as_dict())
     assert again.key == spec.key
     assert dataclasses.replace(spec, seed=1).key != spec.key
     assert dataclasses.replace(spec, backend="mlx").key != spec.key
@@ -82,7 +82,7 @@ def test_dataset_override_keeps_the_task():
         get("table5").datasets("mnist")
     with pytest.raises(ValueError, match="runs on mnist, fashion_mnist, cifar10"):
         get("table4").datasets("wikitext2")
-    assert set(DATASET_SHAPES) >= {"mnist", "fashion_mnist", "cifar10", "wikitext2", "recycling_the_web_1k"}
+    assert set(TRAINABLE) >= {"mnist", "fashion_mnist", "cifar10", "wikitext2", "recycling_the_web_1k"}
 
 
 def test_quick_plan_cuts_epochs_and_samples():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from harness import compare, report
-from harness.experiments import RunSpec, get
+from harness.experiments import RunConfig, get
 from harness.files import write_json_atomic
 from harness.runner import plan, run_specs
 from harness.store import Store, StoreError
@@ -241,7 +241,7 @@ def test_a_run_converted_from_another_runs_after_it_from_its_trained_weights(tmp
     expected = moe_to_moue(trained, source.model, target.model, seed=0)
     got = start_params(target, store)
     assert got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in got)
-    assert RunSpec.from_dict(store.get(target.key)["spec"]) == target
+    assert RunConfig.from_dict(store.get(target.key)["spec"]) == target
     # the report files it under its own row, apart from the MoUE trained from scratch
     (rows,) = report.match(experiment, list(store.records())).values()
     runs = {(r.labels["model"], r.labels["variant"]): len(recs) for r, recs in rows}

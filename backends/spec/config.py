@@ -271,9 +271,6 @@ class ModelConfig:
         return cls(**fields)
 
 
-# Epochs per dataset (Section 5.3); the language-modelling count is not stated in the paper: 20 chosen.
-EPOCHS = {"mnist": 20, "fashion_mnist": 20, "cifar10": 25, "lm": 20}
-BATCH_SIZES = {"image": 256, "lm": 32}
 SEQUENCE_LENGTH = 128
 
 

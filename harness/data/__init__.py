@@ -22,7 +22,7 @@ from .blobs import synthetic
 from .checksums import Overrides
 from .dataset import Dataset, keep_first
 from .errors import ChecksumMismatch, CorruptFile, DataError, DatasetNotFound, DownloadFailed, UnknownDataset
-from .registry import DATASETS, TEXT_PREFIX, spec
+from .registry import DATASETS, TEXT_PREFIX, info
 from .search import FoundFile, Located
 from .search import locate as _locate
 
@@ -79,7 +79,7 @@ def load(
         path = Path(name[len(TEXT_PREFIX) :]).expanduser()
         return text.load_text_file(path, seed=seed, num_samples=num_samples, data_dir=data_dir)
     if name not in DATASETS:
-        spec(name)  # raises UnknownDataset with the list of names
+        info(name)  # raises UnknownDataset with the list of names
         raise UnknownDataset(f"{name!r} is not a dataset: choose one of {', '.join(DATASETS)}")
     if name == "recycling_the_web_1k":
         located = _locate(name, data_dir, verify=False)

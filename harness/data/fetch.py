@@ -18,7 +18,7 @@ from tqdm import tqdm
 from . import checksums, text
 from .checksums import Overrides
 from .errors import ChecksumMismatch, DataError, DownloadFailed
-from .registry import LANGUAGE, TEXT_PREFIX, TOKENIZER, FileSpec, spec
+from .registry import LANGUAGE, TEXT_PREFIX, TOKENIZER, FileInfo, info
 from .search import Located, cache_dir, locate
 
 TIMEOUT_S = 60
@@ -37,7 +37,7 @@ def download_url(url: str, dest: Path, *, desc: str, progress: bool = True) -> N
                 bar.update(len(chunk))
 
 
-def download_file(name: str, file: FileSpec, target: Path, overrides: Overrides | None, progress: bool) -> Path:
+def download_file(name: str, file: FileInfo, target: Path, overrides: Overrides | None, progress: bool) -> Path:
     """Download ``file`` of dataset ``name`` into folder ``target`` from the first mirror that serves it right."""
     target.mkdir(parents=True, exist_ok=True)
     dest = target / file.names[0]
@@ -86,7 +86,9 @@ def fetch(
     """
     if name.startswith(TEXT_PREFIX):
         raise DataError(f"{name}: a local text file has nothing to fetch")
-    dataset = spec(name)
+    dataset = info(name)
+    if not dataset.files:
+        raise DataError(f"{name}: drawn, not read from files: nothing to fetch")
     if name == "recycling_the_web_1k":
         local = locate(name, data_dir, verify=False)
         if not local.complete:

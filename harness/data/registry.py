@@ -1,14 +1,20 @@
-"""What each dataset is made of: its files, the names they may carry, the subfolders they may sit in, the mirrors.
+"""The dataset registry: what each dataset is (its title, task and shape) and what it is made of (its
+files, the names they may carry, the subfolders they may sit in, the mirrors).
 
-A dataset is a tuple of :class:`FileSpec`; each is looked for independently (``harness.data.locate``), and
-each is checked against its digests (``harness.data.checksums``). The first name of a spec is the one a
-download writes; the others are accepted alternatives (uncompressed IDX, an extracted CIFAR folder,
-WikiText's ``wiki.*.tokens``).
+It is the one list of datasets: the loaders, ``data list``/``data fetch`` and the experiments
+(``harness.experiments``: a run's model dimensions and protocol, the reports' dataset names) all read it.
+
+A dataset's files are a tuple of :class:`FileInfo`; each is looked for independently (``harness.data.locate``),
+and each is checked against its digests (``harness.data.checksums``). The first name of a file is the one
+a download writes; the others are accepted alternatives (uncompressed IDX, an extracted CIFAR folder,
+WikiText's ``wiki.*.tokens``). ``synthetic`` has no files: it is drawn (``harness.data.blobs``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from backends.spec.config import SEQUENCE_LENGTH
 
 from .errors import UnknownDataset
 
@@ -43,7 +49,7 @@ CIFAR_TEST_BATCH = "test_batch"
 
 
 @dataclass(frozen=True)
-class FileSpec:
+class FileInfo:
     """One file of a dataset."""
 
     role: str  # what it holds, e.g. "train-images"
@@ -53,79 +59,97 @@ class FileSpec:
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
-    """A dataset: its files, the folder names it may sit in, and what it is."""
+class DatasetInfo:
+    """A dataset: what it is, its files and the folder names it may sit in."""
 
     name: str
-    title: str
+    title: str  # as the reports print it
     task: str  # "classify", "lm" or "tokenizer"
     subdirs: tuple[str, ...]  # folders named after the dataset, looked into inside every searched root
-    files: tuple[FileSpec, ...]
+    files: tuple[FileInfo, ...]
+    # What ``harness.data.load`` returns, so that a run's full config (and key) is known before its data
+    # are read: features and classes of a classification set; sequence length and vocabulary of a corpus.
+    input_dim: int = 0
+    outputs: int = 0
 
 
-def _idx_files(mirrors: tuple[str, ...]) -> tuple[FileSpec, ...]:
+_IMAGE = (784, 10)  # MNIST and Fashion-MNIST (and the synthetic blobs): 28 x 28 pixels, 10 classes
+_CORPUS = (SEQUENCE_LENGTH, 50_257)  # GPT-2 token windows, the GPT-2 vocabulary
+
+
+def _idx_files(mirrors: tuple[str, ...]) -> tuple[FileInfo, ...]:
     stems = {
         "train-images": "train-images-idx3-ubyte",
         "train-labels": "train-labels-idx1-ubyte",
         "test-images": "t10k-images-idx3-ubyte",
         "test-labels": "t10k-labels-idx1-ubyte",
     }
-    return tuple(FileSpec(role, (f"{stem}.gz", stem), tuple(m + f"{stem}.gz" for m in mirrors)) for role, stem in stems.items())
+    return tuple(FileInfo(role, (f"{stem}.gz", stem), tuple(m + f"{stem}.gz" for m in mirrors)) for role, stem in stems.items())
 
 
-SPECS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec("mnist", "MNIST", "classify", ("mnist", "MNIST"), _idx_files(_MNIST_MIRRORS)),
-    "fashion_mnist": DatasetSpec(
+DATASET_INFO: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("mnist", "MNIST", "classify", ("mnist", "MNIST"), _idx_files(_MNIST_MIRRORS), *_IMAGE),
+    "fashion_mnist": DatasetInfo(
         "fashion_mnist",
         "Fashion-MNIST",
         "classify",
         ("fashion-mnist", "fashion_mnist", "FashionMNIST"),
         _idx_files(_FASHION_MIRRORS),
+        *_IMAGE,
     ),
-    "cifar10": DatasetSpec(
+    "cifar10": DatasetInfo(
         "cifar10",
         "CIFAR-10",
         "classify",
         ("cifar10", "cifar-10", "CIFAR10"),
-        (FileSpec("batches", (CIFAR_TARBALL, CIFAR_FOLDER), (_CIFAR_URL,)),),
+        (FileInfo("batches", (CIFAR_TARBALL, CIFAR_FOLDER), (_CIFAR_URL,)),),
+        3072,
+        10,
     ),
-    "wikitext2": DatasetSpec(
+    "synthetic": DatasetInfo("synthetic", "synthetic blobs", "classify", (), (), *_IMAGE),
+    "wikitext2": DatasetInfo(
         "wikitext2",
         "WikiText-2",
         "lm",
         ("wikitext-2", "wikitext2", "wikitext-2-v1"),
         (
-            FileSpec("train", ("train.txt", "wiki.train.tokens"), tuple(m + "train.txt" for m in _WIKITEXT_MIRRORS), False),
-            FileSpec("valid", ("valid.txt", "wiki.valid.tokens"), tuple(m + "valid.txt" for m in _WIKITEXT_MIRRORS)),
-            FileSpec("test", ("test.txt", "wiki.test.tokens"), tuple(m + "test.txt" for m in _WIKITEXT_MIRRORS)),
+            FileInfo("train", ("train.txt", "wiki.train.tokens"), tuple(m + "train.txt" for m in _WIKITEXT_MIRRORS), False),
+            FileInfo("valid", ("valid.txt", "wiki.valid.tokens"), tuple(m + "valid.txt" for m in _WIKITEXT_MIRRORS)),
+            FileInfo("test", ("test.txt", "wiki.test.tokens"), tuple(m + "test.txt" for m in _WIKITEXT_MIRRORS)),
         ),
+        *_CORPUS,
     ),
     # Local copies in the MLX-LM layout (JSON lines with a "text" field); otherwise the hub via `datasets`.
-    "recycling_the_web_1k": DatasetSpec(
+    "recycling_the_web_1k": DatasetInfo(
         "recycling_the_web_1k",
-        "Recycling the Web 1k",
+        "Recycling-the-Web-1k",
         "lm",
         ("recycling_the_web-1k", "recycling_the_web_1k"),
         (
-            FileSpec("train", ("train.jsonl",)),
-            FileSpec("valid", ("valid.jsonl",), required=False),
-            FileSpec("test", ("test.jsonl",), required=False),
+            FileInfo("train", ("train.jsonl",)),
+            FileInfo("valid", ("valid.jsonl",), required=False),
+            FileInfo("test", ("test.jsonl",), required=False),
         ),
+        *_CORPUS,
     ),
-    TOKENIZER: DatasetSpec(
+    TOKENIZER: DatasetInfo(
         TOKENIZER,
         "GPT-2 BPE",
         "tokenizer",
         ("gpt2",),
-        tuple(FileSpec(f, (f,), tuple(m + f for m in _GPT2_MIRRORS)) for f in ("encoder.json", "vocab.bpe")),
+        tuple(FileInfo(f, (f,), tuple(m + f for m in _GPT2_MIRRORS)) for f in ("encoder.json", "vocab.bpe")),
     ),
 }
 
 
-def spec(name: str) -> DatasetSpec:
-    """The spec of ``name`` (a dataset or ``gpt2``); :class:`UnknownDataset` otherwise."""
+# The datasets a run can train on (everything but the tokenizer), in the order error messages list them.
+TRAINABLE = tuple(name for name, d in DATASET_INFO.items() if d.task != "tokenizer")
+
+
+def info(name: str) -> DatasetInfo:
+    """What ``name`` (a dataset, ``synthetic`` or ``gpt2``) is; :class:`UnknownDataset` otherwise."""
     try:
-        return SPECS[name]
+        return DATASET_INFO[name]
     except KeyError:
-        known = ", ".join((*DATASETS, TOKENIZER, f"{TEXT_PREFIX}PATH"))
+        known = ", ".join((*DATASETS, "synthetic", TOKENIZER, f"{TEXT_PREFIX}PATH"))
         raise UnknownDataset(f"unknown dataset {name!r}: choose one of {known}") from None

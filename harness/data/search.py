@@ -25,7 +25,7 @@ from pathlib import Path
 from . import checksums
 from .checksums import Overrides
 from .errors import DatasetNotFound
-from .registry import TEXT_PREFIX, TOKENIZER, FileSpec, spec
+from .registry import TEXT_PREFIX, TOKENIZER, FileInfo, info
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPOSITORY.parent / "shared" / "data"
@@ -55,7 +55,7 @@ def search_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Pa
     if name == TOKENIZER and os.environ.get("DYNAMOE_GPT2_DIR"):
         dirs.append(Path(os.environ["DYNAMOE_GPT2_DIR"]).expanduser())
     for root in search_roots(data_dir):
-        dirs += [root / sub for sub in spec(name).subdirs]
+        dirs += [root / sub for sub in info(name).subdirs]
         if name != TOKENIZER:
             dirs.append(root)
     return list(dict.fromkeys(dirs))
@@ -120,7 +120,7 @@ def _describe(names: tuple[str, ...]) -> str:
     return names[0] + (f" (or {', '.join(names[1:])})" if len(names) > 1 else "")
 
 
-def find_file(file: FileSpec, dirs: Sequence[Path]) -> tuple[str, Path] | None:
+def find_file(file: FileInfo, dirs: Sequence[Path]) -> tuple[str, Path] | None:
     """The first (name, path) of ``file`` in ``dirs``: folders first, then names in preference order."""
     for directory in dirs:
         for name in file.names:
@@ -146,7 +146,7 @@ def locate(
         status = "unchecked" if path.is_file() else "missing"
         entry = FoundFile("text", (path.name,), path.name, path if path.is_file() else None, status)
         return Located(name, (entry,), (path.parent,))
-    dataset = spec(name)
+    dataset = info(name)
     dirs = search_dirs(name, data_dir)
     entries = []
     for file in dataset.files:

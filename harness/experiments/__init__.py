@@ -1,13 +1,22 @@
 """The experiment registry: every table (``table1``-``table7``) and figure (``figure1``-``figure11``) of
-the DynaMoE paper, plus the extra experiments of this project, by name (``python -m harness list``)."""
+the DynaMoE paper, plus the extra experiments of this project (baselines, ablations, MoUE against MoE),
+by name (``python -m harness list``).
+
+- ``experiment``: what an experiment is (:class:`Experiment`, :class:`Row`, :class:`Metric`);
+- ``run``: what one run is (:class:`RunConfig`, keyed by a hash of its config);
+- ``protocol``: the paper's epochs and batch sizes;
+- ``tables``, ``figures``, ``baselines``: the experiments themselves.
+
+The datasets they run on are those of ``harness.data.registry``.
+"""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
+from .baselines import EXPERIMENTS as EXTRAS
+from .experiment import Experiment, Metric, Row
 from .figures import FIGURES
-from .spec import DATASET_SHAPES, Experiment, Metric, Row, RunSpec, protocol_epochs
+from .protocol import BATCH_SIZES, EPOCHS, protocol_epochs
+from .run import RunConfig
 from .tables import TABLES
 
 REGISTRY: dict[str, Experiment] = {}
@@ -20,9 +29,7 @@ def register(*experiments: Experiment) -> None:
         REGISTRY[e.name] = e
 
 
-register(*TABLES, *FIGURES)
-if importlib.util.find_spec(f"{__name__}.baselines") is not None:  # the baseline and MoUE experiments (issue 6)
-    register(*importlib.import_module(f"{__name__}.baselines").EXPERIMENTS)
+register(*TABLES, *FIGURES, *EXTRAS)
 
 
 def get(name: str) -> Experiment:
@@ -38,4 +45,16 @@ def run_source(experiment: Experiment) -> Experiment | None:
     return get(experiment.source) if experiment.source else None
 
 
-__all__ = ["DATASET_SHAPES", "Experiment", "Metric", "REGISTRY", "Row", "RunSpec", "get", "protocol_epochs", "register", "run_source"]
+__all__ = [
+    "BATCH_SIZES",
+    "EPOCHS",
+    "Experiment",
+    "Metric",
+    "REGISTRY",
+    "Row",
+    "RunConfig",
+    "get",
+    "protocol_epochs",
+    "register",
+    "run_source",
+]

@@ -1,4 +1,4 @@
-"""The experiments the paper lacked (its Section 7.10), and MoUE against a matched MoE (issue 6).
+"""The experiments the paper lacked (its Section 7.10), and MoUE against a matched MoE.
 
 - ``baselines``: top-1, top-2, Switch, GShard, expert choice, DynaMoE and the MLP matched in parameters
   and in active FLOPs (``spec.accounting.matched_mlp``, matched to DynaMoE descending), on Table 2's
@@ -22,7 +22,7 @@ from __future__ import annotations
 from backends.spec.accounting import matched_mlp
 from backends.spec.config import ModelConfig, MoUEConfig, ScheduleConfig
 
-from .spec import Experiment, Row
+from .experiment import Experiment, Row
 from .tables import ACCURACY, ACTIVE, EPOCHS_95, PARAMS, SECONDS
 
 SMALL = {"size": "small"}

@@ -6,7 +6,7 @@ their own (every size x MLP, uniform, descending). The drawing functions are in 
 
 from __future__ import annotations
 
-from .spec import Experiment, Row
+from .experiment import Experiment, Row
 
 SIZES_ROWS = tuple(
     Row({"size": size.capitalize(), "config": label}, model={"size": size, **({"kind": "mlp"} if schedule is None else {})},

@@ -1,4 +1,4 @@
-"""Tables 1-7 of the DynaMoE paper: their run matrices and the paper's numbers (``shared/spec/DYNAMOE.md``).
+"""Tables 1-7 of the DynaMoE paper: their run matrices and the paper's numbers (``../shared/spec/DYNAMOE.md``).
 
 Accuracies are test accuracies in percent at the last epoch; the paper's parameter counts are printed
 beside ours, never fitted (``backends.spec.accounting``). Where this machine lacks the paper's dataset,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from backends.spec.config import SIZES
 
-from .spec import Experiment, Metric, Row
+from .experiment import Experiment, Metric, Row
 
 SMALL = {"size": "small"}
 MLP = {"size": "small", "kind": "mlp"}

@@ -1,0 +1,72 @@
+"""What one run is: a :class:`RunConfig`, keyed by a hash of its whole config.
+
+A :class:`RunConfig` names everything that decides a run's numbers: backend, dataset, training-set cut,
+seed, dtype and the full model and training configs. Its ``key`` is the SHA-256 of that, as canonical
+JSON; the results store files a run under its key, so the same run requested by two experiments is
+trained once, and a change of any config field (a new default included) gives a new key. A stored
+record keeps ``as_dict()`` under its ``"spec"`` field (the name older records carry).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from backends.spec.config import ModelConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run; identical seeds give identical batches, noise and init on every backend."""
+
+    backend: str
+    dataset: str
+    seed: int
+    model: ModelConfig
+    train: TrainConfig
+    num_samples: int | None = None
+    dtype: str = "float32"
+    init_from: RunConfig | None = None  # start from this run's trained parameters (MoE -> MoUE: converted)
+
+    def as_dict(self) -> dict:
+        out = {
+            "backend": self.backend,
+            "dataset": self.dataset,
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train),
+        }
+        if self.init_from is not None:  # absent otherwise, so the keys of runs from scratch stay as they were
+            out["init_from"] = self.init_from.as_dict()
+        return out
+
+    @property
+    def key(self) -> str:
+        text = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        return cls(
+            backend=d["backend"],
+            dataset=d["dataset"],
+            seed=int(d["seed"]),
+            model=ModelConfig.from_dict(d["model"]),
+            train=TrainConfig(**d["train"]),
+            num_samples=d.get("num_samples"),
+            dtype=d.get("dtype", "float32"),
+            init_from=cls.from_dict(d["init_from"]) if d.get("init_from") else None,
+        )
+
+    def describe(self) -> str:
+        m = self.model
+        what = "MLP" if m.kind == "mlp" else f"{m.kind} {m.schedule.name} E{m.schedule.e_max}-{m.schedule.e_min}"
+        if m.kind != "mlp" and m.router.kind != "dynamic":
+            what += f" [{m.router.kind}]"
+        cut = f" n={self.num_samples}" if self.num_samples else ""
+        start = f" from {self.init_from.model.kind} run {self.init_from.key}" if self.init_from else ""
+        return f"{self.backend} {self.dataset}{cut} {m.size} {what}{start} seed {self.seed} ({self.train.epochs} ep)"
