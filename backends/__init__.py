@@ -3,7 +3,8 @@
 ``backends.spec`` is the framework-free specification and ``backends.reference`` its float64 NumPy
 evaluation. Each framework backend (``backends.torch``, ``backends.keras``, ``backends.mlx``) exposes the
 same names (``backends.api`` documents them); ``load(name)`` imports one lazily, so a machine with only
-one framework installed runs that one.
+one framework installed runs that one. A backend run in a child process gets its environment from
+``worker_env`` and its compile default from ``COMPILE_BY_DEFAULT`` (``backends.process_env``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,20 @@ import importlib.util
 import os
 import sys
 from types import ModuleType
+
+from .process_env import COMPILE_BY_DEFAULT, blas_in_use, keras_backend, worker_env
+
+__all__ = [
+    "BACKENDS",
+    "COMPILE_BY_DEFAULT",
+    "BackendUnavailable",
+    "available",
+    "blas_in_use",
+    "load",
+    "missing_packages",
+    "unavailable_reason",
+    "worker_env",
+]
 
 BACKENDS = ("torch", "keras-jax", "keras-torch", "mlx")
 _REQUIREMENTS = {
@@ -44,8 +59,8 @@ def unavailable_reason(name: str) -> str | None:
     if missing:
         extra = _REQUIREMENTS[name][2]
         return f"backend {name!r} needs {', '.join(missing)}, not installed: pip install -e '.[{extra}]'"
-    if name.startswith("keras-") and "keras" in sys.modules:
-        wanted = name.split("-", 1)[1]
+    wanted = keras_backend(name)
+    if wanted and "keras" in sys.modules:
         current = sys.modules["keras"].backend.backend()
         if current != wanted:
             return (
@@ -66,6 +81,6 @@ def load(name: str) -> ModuleType:
     reason = unavailable_reason(name)
     if reason:
         raise BackendUnavailable(reason)
-    if name.startswith("keras-"):
-        os.environ["KERAS_BACKEND"] = name.split("-", 1)[1]
+    if keras_backend(name):
+        os.environ["KERAS_BACKEND"] = keras_backend(name)
     return importlib.import_module(_REQUIREMENTS[name][0])

@@ -22,10 +22,10 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from backends import COMPILE_BY_DEFAULT, worker_env
 from harness.experiments import Experiment, RunConfig
 from harness.store import Store
 
-COMPILE_BY_DEFAULT = ("keras-jax", "mlx")  # eager Keras-JAX is several times slower; MLX compiles per shape
 QUICK_SAMPLES = {"classify": 2000, "lm": 64}
 QUICK_EPOCHS = 2
 
@@ -64,15 +64,6 @@ def plan(
     return list(specs.values())
 
 
-# glibc serves every allocation over 32 MB with a fresh mmap and returns it on free, so each of a
-# language-model step's vocabulary-wide tensors (4,096 x 50,257 floats, 823 MB) is page-faulted in
-# anew, 4 KB at a time. Measured on the 2-core CPU machine (torch, Tiny LM step): 5.9 s by default,
-# 3.8 s with transparent huge pages for those mappings (glibc >= 2.35; memory still goes back to the
-# system); keeping freed blocks on the heap (MALLOC_MMAP_MAX_=0) gave 2.2 s but grew a worker to 21 GB.
-# A user's own GLIBC_TUNABLES wins.
-WORKER_MALLOC = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
-
-
 def _depth(spec: RunConfig) -> int:
     return 0 if spec.init_from is None else 1 + _depth(spec.init_from)
 
@@ -80,17 +71,6 @@ def _depth(spec: RunConfig) -> int:
 def _with_cut(spec: RunConfig, cut: int) -> RunConfig:
     source = None if spec.init_from is None else _with_cut(spec.init_from, cut)
     return dataclasses.replace(spec, num_samples=cut, init_from=source)
-
-
-def _thread_env(backend: str, threads: int) -> dict:
-    env = {**WORKER_MALLOC, **os.environ}
-    if backend.startswith("keras-"):
-        env["KERAS_BACKEND"] = backend.split("-", 1)[1]
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        if threads == 1:
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
-    return env
 
 
 def run_specs(
@@ -124,7 +104,7 @@ def run_specs(
                 return Outcome(spec, "interrupted", "not started")
             number = next(counter)
         tag = f"[{number}/{len(todo)}] {spec.describe()}"
-        use_compile = spec.backend in COMPILE_BY_DEFAULT if compile is None else compile
+        use_compile = COMPILE_BY_DEFAULT[spec.backend] if compile is None else compile
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
             json.dump(spec.as_dict(), handle)
         cmd = [sys.executable, "-m", "harness.worker", handle.name, str(store.root)]
@@ -135,7 +115,7 @@ def run_specs(
                 if interrupted.is_set():
                     return Outcome(spec, "interrupted", "not started")
                 bar.write(f"{tag}: started")
-                env = _thread_env(spec.backend, threads)
+                env = worker_env(spec.backend, threads)
                 proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 live.add(proc)
             for line in proc.stdout:
