@@ -9,10 +9,12 @@ import json
 import numpy as np
 import pytest
 
+import backends
 from backends.spec import ModelConfig, ScheduleConfig, accounting, dispatch, init_params, rng
 from backends.spec.forward import layer_params, route
 from backends.spec.ops import NumpyOps
 from harness import bench
+from harness.bench import render
 from harness.cli import main
 
 
@@ -49,7 +51,7 @@ def test_dispatch_choice_and_override():
 def test_equal_flops_mlp_matches_active_flops():
     for name in ("descending", "uniform"):
         cfg = ModelConfig(size="small", schedule=ScheduleConfig(name))
-        mlp = bench.equal_flops_mlp(cfg)
+        [mlp] = [v["cfg"] for v in bench.variants("small", [name]) if v.get("equal_to") == name]
         assert mlp.kind == "mlp"
         per_width = 4.0 * cfg.hidden_dim * cfg.num_layers  # one unit of hidden width, all layers
         assert abs(accounting.active_flops_per_token(mlp) - accounting.active_flops_per_token(cfg)) <= per_width / 2
@@ -75,11 +77,11 @@ def _row(label, mode, ms, cfg, key_extra=""):
 
 def test_derived_columns_and_targets_are_consistent():
     moe = ModelConfig(size="small")
-    mlp = bench.equal_flops_mlp(moe)
+    mlp = accounting.matched_mlp(moe, by="flops")
     rows = [_row("descending", "train", 20.0, moe), _row("mlp=descending", "train", 10.0, mlp)]
     results = {
         "torch": {"matmul_gflops": 100.0, "rows": rows},
-        "mlx": {"matmul_gflops": 50.0, "rows": [_row("descending", "train", 50.0, moe)]},
+        "mlx": {"matmul_gflops": 50.0, "rows": [_row("descending", "train", 50.0, moe)], "blas": {"name": "reference", "reason": "why"}},
     }
     peak = bench.derive(results)
     assert peak == 100.0
@@ -94,6 +96,16 @@ def test_derived_columns_and_targets_are_consistent():
     assert t["backend_spread"]["mlx"]["value"] == pytest.approx(2.5) and not t["backend_spread"]["mlx"]["met"]
     assert t["dense_ratio"]["torch"]["value"] == pytest.approx(2.0) and t["dense_ratio"]["mlx"]["value"] is None
     assert "missed" in bench.targets_text(t) and "| torch | small | descending | train |" in bench.table(results, peak)
+    assert "BLAS per worker: mlx: reference (slow: why)." in bench.table(results, peak)
+
+
+def test_readme_of_the_committed_record_is_the_committed_readme():
+    from harness.environment import REPO
+
+    path = REPO / "results" / "bench" / "cpu-x86_64-linux.json"
+    if not path.exists():
+        pytest.skip("no committed bench record")
+    assert render.readme(json.loads(path.read_text()), path.name) == (path.parent / "README.md").read_text()
 
 
 @pytest.mark.slow
@@ -105,6 +117,7 @@ def test_bench_command_writes_json(tmp_path):
     assert main([*argv, "--block-seconds", "0.01", "--matmul-n", "256", "--out", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["environment"]["git_commit"] and record["machine_matmul_gflops"] > 0
+    assert record["backends"]["torch"]["blas"]["name"] and record["settings"]["compile"] == backends.COMPILE_BY_DEFAULT
     rows = record["backends"]["torch"]["rows"]
     assert {(r["label"], r["mode"]) for r in rows} >= {
         ("descending", "train"),
@@ -115,4 +128,4 @@ def test_bench_command_writes_json(tmp_path):
     assert {r["dispatch"] for r in rows if r["label"] == "descending" and r["mode"] == "train"} == set(dispatch.METHODS)
     for r in rows:
         assert r["ms"] > 0 and r["ms_min"] <= r["ms"] <= r["ms_max"] and len(r["samples_ms"]) == 2
-        assert r["flops_per_step"] == bench.step_flops(bench._config(r["cfg"]), r["mode"])
+        assert r["flops_per_step"] == bench.step_flops(ModelConfig.from_dict(r["cfg"]), r["mode"])
