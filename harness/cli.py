@@ -1,12 +1,25 @@
-"""``python -m harness``: train, inspect parameter counts, list backends (and data, when available)."""
+"""``python -m harness``: train, sweep the paper's experiments, report, plot, compare, benchmark, fetch data.
+
+Every subcommand is registered one way: a function ``add(subparsers)`` that adds its parser and sets
+``func``, the handler that takes the parsed arguments and returns the exit code. :data:`COMMANDS` lists
+them in the order ``--help`` shows them; those defined here are made by :func:`command` from a name, a
+help line, a handler and a function adding the arguments; ``harness.bench`` and ``harness.data.cli``
+expose the same kind of function for ``bench`` and ``data``. The frameworks (torch, Keras, MLX) are
+imported only when a backend is loaded, and matplotlib only by ``figures``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 import backends
 from backends.spec import accounting
@@ -21,6 +34,35 @@ from backends.spec.config import (
     ScheduleConfig,
     TrainConfig,
 )
+from harness import bench, compare, demo, parity, report, results_index
+from harness.data import DataError, load, locate
+from harness.data import cli as data_cli
+from harness.environment import REPO, fingerprint, machine_slug
+from harness.experiments import REGISTRY, get, run_source
+from harness.files import write_json_atomic, write_text_atomic
+from harness.runner import plan, run_specs
+from harness.store import Store, StoreError
+from harness.training import train
+
+DEFAULT_RESULTS = REPO / "results"
+Handler = Callable[[argparse.Namespace], int]
+Registrar = Callable[[argparse._SubParsersAction], argparse.ArgumentParser]
+
+
+def command(name: str, help: str, handler: Handler, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> Registrar:
+    """The registration function of subcommand ``name``: it adds the parser, its arguments and ``func``."""
+
+    def add(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        p = subparsers.add_parser(name, help=help)
+        if add_arguments is not None:
+            add_arguments(p)
+        p.set_defaults(func=handler)
+        return p
+
+    return add
+
+
+# --- train, demo, parity, params, backends ---------------------------------------------------------
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -77,19 +119,9 @@ def _model_config(args, input_dim: int, num_classes: int, task: str = "classify"
     )
 
 
-def _load_data(args):
-    from harness.data import load
-
-    return load(args.dataset, data_dir=args.data_dir, seed=args.seed, num_samples=args.num_samples)
-
-
 def cmd_train(args) -> int:
-    from tqdm import tqdm
-
-    from harness.training import train
-
     backends.load(args.backend)  # a bad or missing backend fails before the data are read
-    data = _load_data(args)
+    data = load(args.dataset, data_dir=args.data_dir, seed=args.seed, num_samples=args.num_samples)
     cfg = _model_config(args, data.input_dim, data.num_classes, data.task, data.num_classes if data.task == "lm" else 50_257)
     train_cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs)
     print(
@@ -115,9 +147,6 @@ def cmd_train(args) -> int:
     history, model = train(args.backend, cfg, train_cfg, data, args.seed, compile=args.compile, on_epoch=on_epoch, on_step=on_step)
     bar.close()
     if args.json_out:
-        from harness.environment import fingerprint
-        from harness.files import write_json_atomic
-
         backend = backends.load(args.backend)
         record = {
             "backend": args.backend,
@@ -135,6 +164,30 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="torch", help=f"one of {', '.join(backends.BACKENDS)}")
+    p.add_argument("--dataset", default="synthetic", help="synthetic, mnist, fashion_mnist, cifar10, wikitext2, recycling_the_web_1k")
+    p.add_argument("--data-dir", default=None, help="directory holding the dataset files")
+    p.add_argument("--num-samples", type=int, default=None, help="keep only the first N training samples")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=TrainConfig().lr)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true", help="use the framework's compiler")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json-out", default=None, help="also write the config, per-epoch metrics and environment as JSON")
+    _add_model_args(p)
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backends", nargs="+", choices=backends.BACKENDS, help="default: every backend installed here")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--num-samples", type=int, default=10_000, help="training samples kept (the test set is always whole)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results-dir", default=None, help="keep the runs in this store (default: a temporary one)")
+
+
 def cmd_params(args) -> int:
     print(f"{'table':8} {'row':14} {'paper':>10} {'ours':>10} {'gap':>8}")
     for row in accounting.paper_comparison():
@@ -150,13 +203,6 @@ def cmd_backends(args) -> int:
 
 
 def cmd_parity(args) -> int:
-    import json
-    import tempfile
-
-    from harness import parity
-    from harness.environment import REPO, fingerprint, machine_slug
-    from harness.files import write_json_atomic
-
     names = args.backends or backends.available()
     for name in names:
         reason = backends.unavailable_reason(name)
@@ -186,62 +232,269 @@ def cmd_parity(args) -> int:
     return 1 if failures else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train one model and print per-epoch metrics")
-    p.add_argument("--backend", default="torch", help=f"one of {', '.join(backends.BACKENDS)}")
-    p.add_argument("--dataset", default="synthetic", help="synthetic, mnist, fashion_mnist, cifar10, wikitext2, recycling_the_web_1k")
-    p.add_argument("--data-dir", default=None, help="directory holding the dataset files")
-    p.add_argument("--num-samples", type=int, default=None, help="keep only the first N training samples")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=TrainConfig().lr)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--compile", action="store_true", help="use the framework's compiler")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json-out", default=None, help="also write the config, per-epoch metrics and environment as JSON")
-    _add_model_args(p)
-    p.set_defaults(func=cmd_train)
-    p = sub.add_parser("demo", help="the README's main job: a short Table 4 run on Fashion-MNIST on every installed backend")
-    p.add_argument("--backends", nargs="+", choices=backends.BACKENDS, help="default: every backend installed here")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--num-samples", type=int, default=10_000, help="training samples kept (the test set is always whole)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--results-dir", default=None, help="keep the runs in this store (default: a temporary one)")
-    p.set_defaults(func=lambda a: __import__("harness.demo", fromlist=["main"]).main(a))
-    p = sub.add_parser("parity", help="the backend x backend parity matrix, written as JSON under results/parity/")
+def _parity_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", nargs="+", choices=backends.BACKENDS, help="default: every backend installed here")
     p.add_argument("--steps", type=int, default=None, help="training-trajectory steps (default 100; 20 with --quick)")
     p.add_argument("--quick", action="store_true", help="20-step trajectories, written as <machine>-quick.json")
     p.add_argument("--out", default=None, help="JSON path (default results/parity/<device>-<machine>-<os>.json)")
-    p.set_defaults(func=cmd_parity)
-    sub.add_parser("params", help="our parameter counts beside the paper's (Tables 1-3)").set_defaults(func=cmd_params)
-    sub.add_parser("backends", help="which backends can run here, and why not").set_defaults(func=cmd_backends)
-    __import__("harness.bench", fromlist=["add_bench_command"]).add_bench_command(sub)
-    from harness.commands import add_commands
 
-    add_commands(sub)
-    try:
-        from harness.data.cli import add_data_commands, run_data_command
-    except ImportError:  # the data package is optional at this stage
-        pass
-    else:
-        add_data_commands(sub)
-        for action in sub.choices.values():
-            if action.prog.endswith(" data"):
-                action.set_defaults(func=run_data_command)
+
+# --- the sweep commands: list, run, report, figures, compare --------------------------------------
+
+
+def _results(args) -> Path:
+    return Path(args.results_dir) if args.results_dir else DEFAULT_RESULTS
+
+
+def cmd_list(args) -> int:
+    print(f"{'name':20} {'paper':10} {'runs/backend/seed':>18}  title")
+    for name, e in REGISTRY.items():
+        source = run_source(e)
+        if source is e and e.rows:
+            count = str(len(plan(e, ["torch"], [0])))
+        elif source is not None:
+            count = f"runs of {source.name}"
+        else:
+            count = "spec only"
+        print(f"{name:20} {e.paper_ref:10} {count:>18}  {e.title}")
+    return 0
+
+
+def _filter_rows(experiment, only: list[str]):
+    if not only:
+        return experiment
+    wanted = [item.split("=", 1) for item in only]
+    for item in wanted:
+        if len(item) != 2 or item[0] not in experiment.label_keys:
+            raise ValueError(f"--only {'='.join(item)}: use LABEL=VALUE with LABEL one of {', '.join(experiment.label_keys)}")
+    allowed: dict[str, set[str]] = {}
+    for k, v in wanted:
+        allowed.setdefault(k, set()).add(v)
+    rows = tuple(r for r in experiment.rows if all(r.labels.get(k) in vs for k, vs in allowed.items()))
+    if not rows:
+        raise ValueError(f"--only {' '.join(only)} selects no row of {experiment.name}")
+    return dataclasses.replace(experiment, rows=rows)
+
+
+def cmd_run(args) -> int:
+    experiment = get(args.experiment)
+    source = run_source(experiment)
+    if source is None:
+        print(f"{experiment.name} is computed from the spec alone: nothing to train (python -m harness figures {experiment.name})")
+        return 0
+    source = _filter_rows(source, args.only)
+    names = args.backend or ["torch"]
+    for name in names:
+        reason = backends.unavailable_reason(name)
+        if reason:
+            raise backends.BackendUnavailable(reason)
+    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
+    specs = plan(source, names, seeds, args.epochs, args.dataset, args.quick, args.num_samples)
+    if not args.dataset:
+        _require_data(source, specs, args.data_dir)
+    store = Store(_results(args))
+    done = sum(store.has(s.key) for s in specs)
+    print(
+        f"{source.name} ({source.paper_ref}): {len(specs)} runs on {', '.join(names)}, seeds {' '.join(map(str, seeds))}; "
+        f"{done} already in {store.root}, {len(specs) - done if not args.rerun else len(specs)} to run, {args.jobs} at a time",
+        flush=True,
+    )
+    outcomes = run_specs(specs, store, jobs=args.jobs, compile=args.compile, rerun=args.rerun, data_dir=args.data_dir)
+    failed = [o for o in outcomes if o.status == "failed"]
+    stopped = [o for o in outcomes if o.status == "interrupted"]
+    if stopped:
+        print(
+            f"interrupted: {sum(o.status == 'done' for o in outcomes)} trained, {len(stopped)} stopped or not started "
+            f"(the same command resumes them from their last finished epoch)",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"done: {sum(o.status == 'done' for o in outcomes)} trained, "
+        f"{sum(o.status == 'skipped' for o in outcomes)} skipped, {len(failed)} failed"
+    )
+    for o in failed:
+        print(f"  FAILED {o.spec.describe()}: {o.message} (details: {store.failure_path(o.spec.key)})", file=sys.stderr)
+    if not failed:
+        print(f"next: python -m harness report {source.name}" + (f" --results-dir {args.results_dir}" if args.results_dir else ""))
+    return 1 if failed else 0
+
+
+def _require_data(experiment, specs, data_dir) -> None:
+    """Fail before any run when the protocol's dataset is missing, naming both ways out."""
+    for name in sorted({s.dataset for s in specs} - {"synthetic"}):
+        try:
+            locate(name, data_dir).require()
+        except DataError as exc:
+            raise ValueError(
+                f"{experiment.name} needs {name}, which is not here ({exc}). Fetch it with `python -m harness data fetch {name}` "
+                f"or give --data-dir, or run the protocol on another dataset with --dataset (e.g. fashion_mnist)"
+            ) from exc
+
+
+def cmd_report(args) -> int:
+    store = Store(_results(args))
+    records = list(store.records())
+    names = args.experiments or [n for n, e in REGISTRY.items() if e.kind != "figure"]
+    for name in names:
+        if get(name).kind == "figure":
+            raise ValueError(f"{name} is a figure: python -m harness figures {name}")
+    sections = {n: report.sections(e, records) for n, e in REGISTRY.items() if e.kind != "figure"}
+    out = _results(args) / "tables"
+    for name in names:
+        experiment, secs = get(name), sections[name]
+        if not secs:
+            print(
+                f"{name}: no runs in {store.root} yet: python -m harness run {name} --backend torch"
+                + (" --dataset fashion_mnist" if experiment.dataset == "mnist" else "")
+            )
+            continue
+        md = report.to_markdown(experiment, secs)
+        write_text_atomic(out / f"{name}.md", md)
+        write_text_atomic(out / f"{name}.csv", report.to_csv(secs))
+        write_text_atomic(out / f"{name}.tex", report.to_latex(secs))
+        print(md)
+    index = write_text_atomic(_results(args) / "README.md", results_index.render(_results(args), records, sections))
+    print(f"tables written to {out}; summary: {index}")
+    return 0
+
+
+def cmd_figures(args) -> int:
+    import matplotlib.pyplot as plt
+
+    from harness import plots  # matplotlib: loaded by this command alone
+
+    store_root = _results(args)
+    records = list(Store(store_root).records())
+    out = store_root / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    names = args.figures or [n for n, e in REGISTRY.items() if e.kind == "figure"]
+    for name in names:
+        fig_exp = get(name)
+        if fig_exp.plot is None:
+            raise ValueError(f"{name} is not a figure: python -m harness report {name}")
+        draw = getattr(plots, fig_exp.plot)
+        if fig_exp.source is None:
+            fig = draw()
+        else:
+            source = get(fig_exp.source)
+            groups = report.match(source, records)
+            if not groups:
+                print(f"{name}: no runs yet; produce them with: python -m harness run {source.name} --backend torch")
+                continue
+            protocol, rows = max(groups.items(), key=lambda kv: (sum(len(r) for _, r in kv[1]), str(kv[0])))
+            backend, dataset, epochs, cut = protocol
+            title = f"{fig_exp.paper_ref}: {fig_exp.title}\n{backend}, {dataset}, {epochs} epochs" + (
+                f", first {cut:,} samples" if cut else ""
+            )
+            fig = draw(rows, title)
+        for ext in ("png", "pdf"):
+            fig.savefig(
+                out / f"{name}.{ext}", dpi=120, bbox_inches="tight", metadata={"CreationDate": None} if ext == "pdf" else {"Software": None}
+            )
+        plt.close(fig)
+        print(f"{name}: {out / name}.png, .pdf")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    a, b = Store(args.store_a), Store(args.store_b)
+    for s in (a, b):
+        if not s.runs.is_dir():
+            raise ValueError(f"{s.root} holds no results store (no runs/ folder): give a --results-dir of `harness run`")
+    pairs = compare.compare(a, b, args.backend_a, args.backend_b)
+    command = " ".join(
+        ["python -m harness compare", args.store_a, args.store_b]
+        + [f"--backend-a {args.backend_a}"] * bool(args.backend_a)
+        + [f"--backend-b {args.backend_b}"] * bool(args.backend_b)
+        + [f"--out {args.out}"] * bool(args.out)
+    )
+    text = compare.to_markdown(
+        pairs,
+        f"{a.root}" + (f" [{args.backend_a}]" if args.backend_a else ""),
+        f"{b.root}" + (f" [{args.backend_b}]" if args.backend_b else ""),
+        command,
+    )
+    print(text)
+    if args.out:
+        print(f"written: {write_text_atomic(args.out, text)}")
+    return 0 if all(p["ok"] for p in pairs) else 1
+
+
+def _results_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-dir", default=None, help=f"results store (default {DEFAULT_RESULTS})")
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", help="table1..table7, figure1..figure11, or another name of `list`")
+    p.add_argument("--backend", nargs="+", choices=backends.BACKENDS, help="backends to run on (default torch)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default 0 1 2; 0 with --quick)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the paper's protocol, 20 or 25)")
+    p.add_argument("--dataset", default=None, help="run the protocol on this dataset instead of the paper's")
+    p.add_argument("--num-samples", type=int, default=None, help="keep the first N training samples")
+    p.add_argument("--quick", action="store_true", help="2 epochs on 2,000 images (64 text windows), seed 0: a smoke run")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="LABEL=VALUE",
+        help="only rows with these labels (values of one label: any; different labels: all), e.g. size=Tiny",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes); threads are split between them")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="framework compiler (default: keras-jax, mlx)")
+    p.add_argument("--rerun", action="store_true", help="recompute finished runs (their old records are kept under runs/superseded/)")
+    p.add_argument("--data-dir", default=None)
+    _results_argument(p)
+
+
+def _report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiments", nargs="*", help="default: every table with runs")
+    _results_argument(p)
+
+
+def _figures_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("figures", nargs="*", help="default: all")
+    _results_argument(p)
+
+
+def _compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store_a")
+    p.add_argument("store_b")
+    p.add_argument("--backend-a", default=None, help="only this backend's runs of STORE_A")
+    p.add_argument("--backend-b", default=None, help="only this backend's runs of STORE_B")
+    p.add_argument("--out", default=None, help="also write the Markdown here")
+
+
+# --- the table of subcommands -----------------------------------------------------------------------
+
+COMMANDS: tuple[Registrar, ...] = (
+    command("train", "train one model and print per-epoch metrics", cmd_train, _train_arguments),
+    command("demo", "the README's main job: a short Table 4 run on Fashion-MNIST on every installed backend", demo.main, _demo_arguments),
+    command("parity", "the backend x backend parity matrix, written as JSON under results/parity/", cmd_parity, _parity_arguments),
+    command("params", "our parameter counts beside the paper's (Tables 1-3)", cmd_params),
+    command("backends", "which backends can run here, and why not", cmd_backends),
+    bench.add_bench_command,
+    command("list", "every experiment: the paper's tables and figures, and the extra ones", cmd_list),
+    command("run", "run an experiment's sweep; finished runs are skipped, so an interrupted sweep resumes", cmd_run, _run_arguments),
+    command("report", "paper-vs-measured tables (Markdown, CSV, LaTeX) from the store", cmd_report, _report_arguments),
+    command("figures", "Figures 1-11 (PNG and PDF) from the store", cmd_figures, _figures_arguments),
+    command("compare", "pair the runs of two stores by config and report the differences", cmd_compare, _compare_arguments),
+    data_cli.add_data_command,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     np.set_printoptions(precision=4, suppress=True)
-    from harness.data import DataError
-    from harness.store import StoreError
-
     try:
         return args.func(args)
     except (ValueError, DataError, StoreError, backends.BackendUnavailable) as exc:

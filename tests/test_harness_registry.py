@@ -93,8 +93,7 @@ def test_quick_plan_cuts_epochs_and_samples():
 
 def test_repeated_only_flags_combine_labels():
     """``--only size=Tiny --only config=MLP`` keeps rows matching both (a second flag must not replace the first)."""
-    from harness.cli import build_parser
-    from harness.commands import _filter_rows
+    from harness.cli import _filter_rows, build_parser
 
     args = build_parser().parse_args(["run", "table5", "--only", "size=Tiny", "--only", "config=MLP", "config=Uniform"])
     rows = _filter_rows(get("table5"), args.only).rows

@@ -1,10 +1,10 @@
 """``data list`` and ``data fetch NAME`` for the harness CLI (``python -m harness data ...``).
 
-The main CLI calls :func:`add_data_commands` on its subparsers and :func:`run_data_command` with the
-parsed arguments; both also work on their own::
+:func:`add_data_command` registers ``data`` the way every subcommand of ``harness.cli`` is registered:
+it adds the parser and sets :func:`run_data_command` as its handler. It also works on its own::
 
-    parser = argparse.ArgumentParser(); add_data_commands(parser.add_subparsers(dest="command"))
-    run_data_command(parser.parse_args(["data", "list"]))
+    parser = argparse.ArgumentParser(); add_data_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["data", "list"]); args.func(args)
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from . import fetch as fetching
 from .registry import HUB_RECYCLING, TOKENIZER
 
 
-def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``data list`` and ``data fetch NAME [--data-dir DIR]`` to ``subparsers``; returns the ``data`` parser."""
+def add_data_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``data list`` and ``data fetch NAME [--data-dir DIR]`` to ``subparsers``, handled by
+    :func:`run_data_command`; returns the ``data`` parser."""
     data = subparsers.add_parser("data", help="list or download the datasets", description=__doc__.splitlines()[0])
     commands = data.add_subparsers(dest="data_command", metavar="{list,fetch}", required=True)
     # SUPPRESS keeps a --data-dir given to the main parser from being reset by the subcommand's default.
@@ -30,6 +31,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     fetch.add_argument("name", choices=(*DATASETS, TOKENIZER), help="dataset to download")
     fetch.add_argument("--data-dir", **data_dir)
     fetch.add_argument("--quiet", action="store_true", help="no progress bar")
+    data.set_defaults(func=run_data_command)
     return data
 
 
