@@ -1,4 +1,5 @@
-"""Environment fingerprint recorded with every result: versions, device, CPU/GPU model, OS, git commit."""
+"""Environment fingerprint recorded with every result: versions, device, CPU/GPU model, OS, git commit, and
+the BLAS serving this process's framework (``backends.blas_in_use``)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def git_commit() -> str:
 
 def fingerprint(runtime: dict | None = None) -> dict:
     """The machine and software a result was produced on; ``runtime`` = a backend's ``runtime_info()``."""
+    from backends import blas_in_use
+
     info = {
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -51,6 +54,7 @@ def fingerprint(runtime: dict | None = None) -> dict:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "git_commit": git_commit(),
+        "blas": blas_in_use(),
     }
     if runtime:
         info["backend"] = runtime
