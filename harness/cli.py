@@ -2,10 +2,10 @@
 
 Every subcommand is registered one way: a function ``add(subparsers)`` that adds its parser and sets
 ``func``, the handler that takes the parsed arguments and returns the exit code. :data:`COMMANDS` lists
-them in the order ``--help`` shows them; those defined here are made by :func:`command` from a name, a
-help line, a handler and a function adding the arguments; ``harness.bench`` and ``harness.data.cli``
-expose the same kind of function for ``bench`` and ``data``. The frameworks (torch, Keras, MLX) are
-imported only when a backend is loaded, and matplotlib only by ``figures``.
+them in the order ``--help`` shows them. Those defined here are made by :func:`command` from a name, a
+help line, a handler and a function adding the arguments; a package with its own command exposes the
+same kind of function as ``add_command`` (``harness.bench``, ``harness.data.cli``). The frameworks
+(torch, Keras, MLX) are imported only when a backend is loaded, and matplotlib only by ``figures``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from harness.training import train
 
 DEFAULT_RESULTS = REPO / "results"
 Handler = Callable[[argparse.Namespace], int]
-Registrar = Callable[[argparse._SubParsersAction], argparse.ArgumentParser]
+Registrar = Callable[[argparse._SubParsersAction], object]  # adds one subcommand
 
 
 def command(name: str, help: str, handler: Handler, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> Registrar:
@@ -474,13 +474,13 @@ COMMANDS: tuple[Registrar, ...] = (
     command("parity", "the backend x backend parity matrix, written as JSON under results/parity/", cmd_parity, _parity_arguments),
     command("params", "our parameter counts beside the paper's (Tables 1-3)", cmd_params),
     command("backends", "which backends can run here, and why not", cmd_backends),
-    bench.add_bench_command,
+    bench.add_command,
     command("list", "every experiment: the paper's tables and figures, and the extra ones", cmd_list),
     command("run", "run an experiment's sweep; finished runs are skipped, so an interrupted sweep resumes", cmd_run, _run_arguments),
     command("report", "paper-vs-measured tables (Markdown, CSV, LaTeX) from the store", cmd_report, _report_arguments),
     command("figures", "Figures 1-11 (PNG and PDF) from the store", cmd_figures, _figures_arguments),
     command("compare", "pair the runs of two stores by config and report the differences", cmd_compare, _compare_arguments),
-    data_cli.add_data_command,
+    data_cli.add_command,
 )
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import harness.data as data
 from harness.data import fetch
-from harness.data.cli import add_data_command, run_data_command
+from harness.data.cli import add_command, run_data_command
 from tests.data_fixtures import IDX_STEMS, isolate, write_mnist
 
 
@@ -48,7 +48,7 @@ def mirror(monkeypatch, tmp_path):
 
 def run_cli(*argv: str) -> tuple[int, str]:
     parser = argparse.ArgumentParser()
-    add_data_command(parser.add_subparsers(dest="command"))
+    add_command(parser.add_subparsers(dest="command"))
     out = io.StringIO()
     return run_data_command(parser.parse_args(list(argv)), out), out.getvalue()
 
@@ -130,6 +130,6 @@ def test_cli_list_ok_for_verified_files(tmp_path, monkeypatch):
 def test_main_parser_data_dir_is_not_reset_by_the_subcommand(tmp_path):
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-dir")
-    add_data_command(parser.add_subparsers(dest="command"))
+    add_command(parser.add_subparsers(dest="command"))
     assert parser.parse_args(["--data-dir", "X", "data", "list"]).data_dir == "X"
     assert parser.parse_args(["data", "fetch", "mnist", "--data-dir", "Y"]).data_dir == "Y"

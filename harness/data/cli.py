@@ -1,9 +1,9 @@
 """``data list`` and ``data fetch NAME`` for the harness CLI (``python -m harness data ...``).
 
-:func:`add_data_command` registers ``data`` the way every subcommand of ``harness.cli`` is registered:
+:func:`add_command` registers ``data`` the way every subcommand of ``harness.cli`` is registered:
 it adds the parser and sets :func:`run_data_command` as its handler. It also works on its own::
 
-    parser = argparse.ArgumentParser(); add_data_command(parser.add_subparsers(dest="command"))
+    parser = argparse.ArgumentParser(); add_command(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["data", "list"]); args.func(args)
 """
 
@@ -18,7 +18,7 @@ from . import fetch as fetching
 from .registry import HUB_RECYCLING, TOKENIZER
 
 
-def add_data_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``data list`` and ``data fetch NAME [--data-dir DIR]`` to ``subparsers``, handled by
     :func:`run_data_command`; returns the ``data`` parser."""
     data = subparsers.add_parser("data", help="list or download the datasets", description=__doc__.splitlines()[0])
