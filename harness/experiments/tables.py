@@ -168,6 +168,7 @@ TABLE6 = Experiment(
         for layer, (e, a, u, h) in enumerate(((8, 2.4, 0.30, 2.12), (6, 2.1, 0.35, 1.98), (3, 1.5, 0.50, 1.45), (1, 1.0, 1.00, 0.00)))
     ),
     verdict_metric="avg_active",
+    # Printed under the committed Table 6 (kept word for word); the file is ../shared/spec/PAPERS.md.
     notes="Utilisation = average active / experts. The paper's entropies are not all consistent with its own counts (PAPERS.md).",
 )
 
