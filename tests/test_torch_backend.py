@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from backends import reference
+from backends.common import DYNAMOE_LAYER_NAMES
 from backends.spec import ModelConfig, RouterConfig, TrainConfig, init_params, rng
 from backends.spec.optim import adamw_update
 from harness.parity import mask_disagreement, max_abs_error, max_rel_error
@@ -65,13 +66,13 @@ def test_forward_parity(bt, name, training):
 def test_gradcheck_layer_float64(bt):
     import torch
 
-    from backends.spec.routing import gate_threshold
+    from backends.spec.dynamic import gate_threshold
 
     # A small layer (d = 8, E = 5, d_h = 6, 16 tokens) keeps the numerical Jacobian cheap; all inputs checked.
     gen = rng.sample_generator(0)
     d, e, dh, n = 8, 5, 6, 16
     arrays = [gen.uniform(-1, 1, s) for s in ((d, e), (e, d, dh), (e, dh), (e, dh, d), (e, d))]
-    layer = bt.DynaMoELayer(RouterConfig(scope="batch"), *arrays, dtype="float64")
+    layer = bt.DynaMoELayer(RouterConfig(scope="batch"), dict(zip(DYNAMOE_LAYER_NAMES, arrays)), dtype="float64")
     h = torch.tensor(gen.standard_normal((n, d)), dtype=torch.float64, requires_grad=True)
     noise = torch.as_tensor(rng.gate_noise(0, 0, 0, (n, e), 0.1))
     # The selection is piecewise constant: check that gradcheck's 1e-6 perturbations cannot flip it.

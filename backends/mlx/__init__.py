@@ -1,7 +1,18 @@
 """DynaMoE in MLX: thin modules over ``backends.spec`` (names: ``backends.api``)."""
 
 from .layers import OPS, DynaMoELayer, FeedForwardLayer
-from .model import DynaMoEModel, MLPModel, MoUEModel, build_model, export_params, load_weights, save_weights
+from .model import (
+    DynaMoEModel,
+    MLPModel,
+    MoUEModel,
+    build_model,
+    export_params,
+    labels_tensor,
+    load_weights,
+    noise_tensors,
+    save_weights,
+    to_tensor,
+)
 from .train import Trainer, evaluate_batch, forward, gradients, runtime_info, to_float
 
 NAME = "mlx"
@@ -20,8 +31,11 @@ __all__ = [
     "export_params",
     "forward",
     "gradients",
+    "labels_tensor",
     "load_weights",
+    "noise_tensors",
     "runtime_info",
     "save_weights",
     "to_float",
+    "to_tensor",
 ]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from backends import common
 from backends.spec import forward as F
 from backends.spec.config import RouterConfig
 
@@ -47,37 +50,27 @@ class ParamGroup(nn.Module):
             setattr(self, name, to_mlx(value, dtype))
 
 
-def param_tree(arrays: dict[str, np.ndarray], dtype="float32") -> nn.Module:
+def param_tree(arrays: Mapping[str, np.ndarray], dtype="float32") -> nn.Module:
     """Nested modules whose parameter paths are the dotted names of ``arrays`` (e.g. ``experts.w1``)."""
-    root = nn.Module()
-    groups: dict[str, dict] = {}
-    for name, value in arrays.items():
-        module, _, leaf = name.rpartition(".")
-        groups.setdefault(module, {})[leaf] = value
-    for module, leaves in groups.items():
-        parent = root
-        *path, last = module.split(".")
-        for part in path:
-            if part not in parent:
-                setattr(parent, part, nn.Module())
-            parent = parent[part]
-        setattr(parent, last, ParamGroup(leaves, dtype))
-    return root
+    return common.param_tree(arrays, lambda leaves: ParamGroup(leaves, dtype), nn.Module)
 
 
 class DynaMoELayer(nn.Module):
     """A DynaMoE layer (Eq. 1, 4-7): ``y = sum_{i in S(h)} w_i E_i(h)`` over dynamically selected experts.
 
-    ``gate`` (d, E), ``w1`` (E, d, d_h), ``b1`` (E, d_h), ``w2`` (E, d_h, d), ``b2`` (E, d) are NumPy arrays
-    (e.g. from ``spec.init_params``). ``__call__(h, noise=None)`` takes tokens (N, d); ``noise`` (N, E) is
-    the training gate noise of Eq. 7 (``spec.rng.gate_noise``), ``None`` in evaluation.
+    ``params``: NumPy arrays under the layer's spec names (``common.DYNAMOE_LAYER_NAMES``):
+    ``gate.weight`` (d, E), ``experts.w1`` (E, d, d_h), ``experts.b1`` (E, d_h), ``experts.w2`` (E, d_h, d),
+    ``experts.b2`` (E, d) (e.g. ``common.under(spec.init_params(cfg), "layers.0.")``). ``__call__(h, noise=None)``
+    takes tokens (N, d); ``noise`` (N, E) is the training gate noise of Eq. 7 (``spec.rng.gate_noise``),
+    ``None`` in evaluation.
     """
 
-    def __init__(self, router: RouterConfig, gate, w1, b1, w2, b2, dtype="float32"):
+    def __init__(self, router: RouterConfig, params: Mapping[str, np.ndarray], dtype="float32"):
         super().__init__()
         self.router = router
-        self.gate = ParamGroup({"weight": gate}, dtype)
-        self.experts = ParamGroup({"w1": w1, "b1": b1, "w2": w2, "b2": b2}, dtype)
+        groups = common.group_names(common.layer_arrays(params, common.DYNAMOE_LAYER_NAMES, "DynaMoELayer"))
+        self.gate = ParamGroup(groups["gate"], dtype)
+        self.experts = ParamGroup(groups["experts"], dtype)
 
     def weights(self) -> dict:
         e = self.experts
@@ -92,11 +85,15 @@ class DynaMoELayer(nn.Module):
 
 
 class FeedForwardLayer(nn.Module):
-    """The MLP baseline's block: ``relu(h W1 + b1) W2 + b2`` (one per layer, replacing the MoE)."""
+    """The MLP baseline's block: ``relu(h W1 + b1) W2 + b2`` (one per layer, replacing the MoE).
 
-    def __init__(self, w1, b1, w2, b2, dtype="float32"):
+    ``params``: ``ffn.w1`` (d, h), ``ffn.b1`` (h,), ``ffn.w2`` (h, d), ``ffn.b2`` (d,) as NumPy arrays.
+    """
+
+    def __init__(self, params: Mapping[str, np.ndarray], dtype="float32"):
         super().__init__()
-        self.ffn = ParamGroup({"w1": w1, "b1": b1, "w2": w2, "b2": b2}, dtype)
+        arrays = common.layer_arrays(params, common.FEED_FORWARD_NAMES, "FeedForwardLayer")
+        self.ffn = ParamGroup(common.under(arrays, "ffn."), dtype)
 
     def __call__(self, h):
         f = self.ffn

@@ -9,11 +9,14 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from backends import common
 from backends.spec import forward as F
 from backends.spec.config import ModelConfig
 from backends.spec.init import check_params, param_shapes
 
 from .layers import OPS, DynaMoELayer, FeedForwardLayer, ParamGroup, dtype_name, param_tree, to_mlx
+
+SAFETENSORS = ".safetensors"
 
 
 class _Network(nn.Module):
@@ -22,17 +25,14 @@ class _Network(nn.Module):
     def __init__(self, cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32"):
         super().__init__()
         self.cfg = cfg
-        group: dict[str, dict] = {}
-        for name, value in params.items():
-            module, _, leaf = name.rpartition(".")
-            group.setdefault(module, {})[leaf] = value
+        group = common.group_names(params)
         if cfg.task == "lm":
             self.embed = ParamGroup(group["embed"], dtype)
         else:
             self.input = ParamGroup(group["input"], dtype)
         if cfg.kind == "moue":
-            self.pool = param_tree(_under(params, "pool."), dtype)
-        self.layers = [self._layer(group, i, dtype) for i in range(cfg.num_layers)]
+            self.pool = param_tree(common.under(params, "pool."), dtype)
+        self.layers = [self._layer(common.under(params, f"layers.{i}."), dtype) for i in range(cfg.num_layers)]
         self.norm = ParamGroup(group["norm"], dtype)
         self.head = ParamGroup(group["head"], dtype)
 
@@ -55,29 +55,23 @@ class _Network(nn.Module):
 class DynaMoEModel(_Network):
     """DynaMoE network: L residual ``DynaMoELayer``s with E_l experts from the schedule."""
 
-    def _layer(self, group, i, dtype):
-        e = group[f"layers.{i}.experts"]
-        return DynaMoELayer(self.cfg.router, group[f"layers.{i}.gate"]["weight"], e["w1"], e["b1"], e["w2"], e["b2"], dtype)
+    def _layer(self, params, dtype):
+        return DynaMoELayer(self.cfg.router, params, dtype)
 
 
 class MoUEModel(_Network):
     """MoUE network (``spec.moue``): ``pool`` holds the universal experts, router and trajectory
     embedding; ``layers.<i>`` hold each layer's local experts (empty without them)."""
 
-    def _layer(self, group, i, dtype):
-        return param_tree(_under({f"{m}.{leaf}": v for m, g in group.items() for leaf, v in g.items()}, f"layers.{i}."), dtype)
-
-
-def _under(params: dict, prefix: str) -> dict:
-    return {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
+    def _layer(self, params, dtype):
+        return param_tree(params, dtype)
 
 
 class MLPModel(_Network):
     """The dense MLP baseline: one ``FeedForwardLayer`` per layer."""
 
-    def _layer(self, group, i, dtype):
-        f = group[f"layers.{i}.ffn"]
-        return FeedForwardLayer(f["w1"], f["b1"], f["w2"], f["b2"], dtype)
+    def _layer(self, params, dtype):
+        return FeedForwardLayer(params, dtype)
 
 
 def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32") -> _Network:
@@ -95,31 +89,39 @@ def export_params(model: _Network) -> dict[str, np.ndarray]:
 
 
 def save_weights(model: _Network, path) -> None:
-    """Write the parameters to ``path`` (``.npz``, or ``.safetensors`` for float32) under the spec's names."""
-    if Path(path).suffix == ".safetensors" and model.dtype == mx.float64:
+    """Write the parameters to ``path`` under the spec's names: ``.npz`` (``common.write_weights``, read by
+    every backend), or MLX's ``.safetensors`` for float32."""
+    if Path(path).suffix != SAFETENSORS:
+        return common.write_weights(export_params(model), path)
+    if model.dtype == mx.float64:
         raise ValueError("MLX's safetensors writer has no float64: save a float64 model as .npz")
     model.save_weights(str(path))
 
 
 def load_weights(model: _Network, path) -> _Network:
-    """Load parameters written by ``save_weights`` into ``model`` (names and shapes checked; dtype kept)."""
-    loaded = mx.load(str(path))
-    check_params(model.cfg, {name: value.shape for name, value in loaded.items()})
-    model.load_weights([(name, value.astype(model.dtype)) for name, value in loaded.items()], strict=True)
+    """Load a weights file (``.npz`` of any backend, or ``.safetensors``) into ``model`` (names and shapes
+    checked; the model's dtype kept)."""
+    if Path(path).suffix == SAFETENSORS:
+        loaded = mx.load(str(path))
+        check_params(model.cfg, {name: value.shape for name, value in loaded.items()})
+        weights = [(name, value.astype(model.dtype)) for name, value in loaded.items()]
+    else:
+        weights = [(name, to_mlx(value, model.dtype)) for name, value in common.read_weights(model.cfg, path).items()]
+    model.load_weights(weights, strict=True)
     mx.eval(model.parameters())
     return model
 
 
-def to_array(model: _Network, x) -> mx.array:
+def to_tensor(model: _Network, x) -> mx.array:
     """Inputs as MLX arrays: token ids as int32, features in the model's dtype."""
     if model.cfg.task == "lm":
         return mx.array(np.asarray(x, dtype=np.int32))
     return to_mlx(x, model.dtype)
 
 
-def noise_arrays(model: _Network, noises) -> list[mx.array] | None:
+def noise_tensors(model: _Network, noises) -> list[mx.array] | None:
     return None if noises is None else [to_mlx(n, model.dtype) for n in noises]
 
 
-def labels_array(y) -> mx.array:
+def labels_tensor(model: _Network, y) -> mx.array:
     return mx.array(np.asarray(y, dtype=np.int32))

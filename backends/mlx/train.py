@@ -19,7 +19,7 @@ from backends.spec.optim import check_optimizer_state
 from backends.spec.routers import training_loss
 
 from .layers import OPS
-from .model import _Network, labels_array, noise_arrays, to_array
+from .model import _Network, labels_tensor, noise_tensors, to_tensor
 
 
 def _loss(model: _Network, x, y, noises):
@@ -99,7 +99,7 @@ class Trainer:
         """
         model = self.model
         self.optimizer.begin_step(lr)
-        loss = self._step(to_array(model, x), labels_array(y), noise_arrays(model, noises) or [])
+        loss = self._step(to_tensor(model, x), labels_tensor(model, y), noise_tensors(model, noises) or [])
         mx.eval(loss, self._state)
         return loss
 
@@ -138,7 +138,7 @@ def to_float(value) -> float:
 
 def forward(model: _Network, x, noises=None) -> tuple[np.ndarray, list[np.ndarray]]:
     """NumPy logits and per-layer selected masks."""
-    logits, routings = model.forward_with_routing(to_array(model, x), noise_arrays(model, noises))
+    logits, routings = model.forward_with_routing(to_tensor(model, x), noise_tensors(model, noises))
     masks = [r.mask for r in routings]
     mx.eval(logits, masks)
     return np.array(logits), [np.array(m) for m in masks]
@@ -147,7 +147,7 @@ def forward(model: _Network, x, noises=None) -> tuple[np.ndarray, list[np.ndarra
 def gradients(model: _Network, x, y, noises=None) -> tuple[float, dict[str, np.ndarray]]:
     """The training loss (mean cross-entropy, + ``balance_weight`` x the balancing loss when > 0) and its
     gradient with respect to every parameter (spec names, spec order)."""
-    loss, grads = nn.value_and_grad(model, _loss)(model, to_array(model, x), labels_array(y), noise_arrays(model, noises))
+    loss, grads = nn.value_and_grad(model, _loss)(model, to_tensor(model, x), labels_tensor(model, y), noise_tensors(model, noises))
     flat = dict(tree_flatten(grads))
     mx.eval(loss, flat)
     return float(loss.item()), {name: np.array(flat[name]) for name in param_shapes(model.cfg)}
@@ -156,8 +156,8 @@ def gradients(model: _Network, x, y, noises=None) -> tuple[float, dict[str, np.n
 def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray]]:
     """Summed cross-entropy (no balancing term) and correct predictions over the batch's targets, and
     per-layer selection counts (per expert; MoUE: per window slot, ``spec.moue.pool_usage`` maps them)."""
-    labels = labels_array(y)
-    logits, routings = model.forward_with_routing(to_array(model, x))
+    labels = labels_tensor(model, y)
+    logits, routings = model.forward_with_routing(to_tensor(model, x))
     loss_sum = F.cross_entropy(OPS, logits, labels) * labels.size
     correct = F.correct_count(OPS, logits, labels)
     counts = [mx.sum(r.mask, axis=0) for r in routings]

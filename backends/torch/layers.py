@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from torch import nn
 
+from backends import common
 from backends.spec import forward as F
 from backends.spec.config import RouterConfig
 
@@ -33,37 +36,27 @@ class ParamGroup(nn.Module):
             self.register_parameter(name, nn.Parameter(tensor.clone()))
 
 
-def param_tree(arrays: dict[str, np.ndarray], dtype="float32", device=None) -> nn.Module:
+def param_tree(arrays: Mapping[str, np.ndarray], dtype="float32", device=None) -> nn.Module:
     """Nested modules whose parameter paths are the dotted names of ``arrays`` (e.g. ``experts.w1``)."""
-    groups: dict[str, dict] = {}
-    for name, value in arrays.items():
-        module, _, leaf = name.rpartition(".")
-        groups.setdefault(module, {})[leaf] = value
-    root = nn.Module()
-    for module, leaves in groups.items():
-        parent = root
-        *path, last = module.split(".")
-        for part in path:
-            if not hasattr(parent, part):
-                parent.add_module(part, nn.Module())
-            parent = getattr(parent, part)
-        parent.add_module(last, ParamGroup(leaves, dtype, device))
-    return root
+    return common.param_tree(arrays, lambda leaves: ParamGroup(leaves, dtype, device), nn.Module)
 
 
 class DynaMoELayer(nn.Module):
     """A DynaMoE layer (Eq. 1, 4-7): ``y = sum_{i in S(h)} w_i E_i(h)`` over dynamically selected experts.
 
-    ``gate`` (d, E), ``w1`` (E, d, d_h), ``b1`` (E, d_h), ``w2`` (E, d_h, d), ``b2`` (E, d) are NumPy arrays
-    (e.g. from ``spec.init_params``). ``forward(h, noise=None)`` takes tokens (N, d); ``noise`` (N, E) is
-    the training gate noise of Eq. 7 (``spec.rng.gate_noise``), ``None`` in evaluation.
+    ``params``: NumPy arrays under the layer's spec names (``common.DYNAMOE_LAYER_NAMES``):
+    ``gate.weight`` (d, E), ``experts.w1`` (E, d, d_h), ``experts.b1`` (E, d_h), ``experts.w2`` (E, d_h, d),
+    ``experts.b2`` (E, d) (e.g. ``common.under(spec.init_params(cfg), "layers.0.")``). ``forward(h, noise=None)``
+    takes tokens (N, d); ``noise`` (N, E) is the training gate noise of Eq. 7 (``spec.rng.gate_noise``),
+    ``None`` in evaluation.
     """
 
-    def __init__(self, router: RouterConfig, gate, w1, b1, w2, b2, dtype="float32", device=None):
+    def __init__(self, router: RouterConfig, params: Mapping[str, np.ndarray], dtype="float32", device=None):
         super().__init__()
         self.router = router
-        self.gate = ParamGroup({"weight": gate}, dtype, device)
-        self.experts = ParamGroup({"w1": w1, "b1": b1, "w2": w2, "b2": b2}, dtype, device)
+        groups = common.group_names(common.layer_arrays(params, common.DYNAMOE_LAYER_NAMES, "DynaMoELayer"))
+        self.gate = ParamGroup(groups["gate"], dtype, device)
+        self.experts = ParamGroup(groups["experts"], dtype, device)
 
     def weights(self) -> dict:
         e = self.experts
@@ -77,11 +70,15 @@ class DynaMoELayer(nn.Module):
 
 
 class FeedForwardLayer(nn.Module):
-    """The MLP baseline's block: ``relu(h W1 + b1) W2 + b2`` (one per layer, replacing the MoE)."""
+    """The MLP baseline's block: ``relu(h W1 + b1) W2 + b2`` (one per layer, replacing the MoE).
 
-    def __init__(self, w1, b1, w2, b2, dtype="float32", device=None):
+    ``params``: ``ffn.w1`` (d, h), ``ffn.b1`` (h,), ``ffn.w2`` (h, d), ``ffn.b2`` (d,) as NumPy arrays.
+    """
+
+    def __init__(self, params: Mapping[str, np.ndarray], dtype="float32", device=None):
         super().__init__()
-        self.ffn = ParamGroup({"w1": w1, "b1": b1, "w2": w2, "b2": b2}, dtype, device)
+        arrays = common.layer_arrays(params, common.FEED_FORWARD_NAMES, "FeedForwardLayer")
+        self.ffn = ParamGroup(common.under(arrays, "ffn."), dtype, device)
 
     def forward(self, h):
         f = self.ffn

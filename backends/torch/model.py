@@ -8,8 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from backends import common
 from backends.spec import forward as F
 from backends.spec.config import ModelConfig
+from backends.spec.init import check_params, param_shapes
 
 from .layers import OPS, DynaMoELayer, FeedForwardLayer, ParamGroup, param_tree, torch_dtype
 
@@ -31,17 +33,15 @@ class _Network(nn.Module):
     def __init__(self, cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32", device=None):
         super().__init__()
         self.cfg = cfg
-        group = {}
-        for name, value in params.items():
-            module, _, leaf = name.rpartition(".")
-            group.setdefault(module, {})[leaf] = value
+        group = common.group_names(params)
         if cfg.task == "lm":
             self.embed = ParamGroup(group["embed"], dtype, device)
         else:
             self.input = ParamGroup(group["input"], dtype, device)
         if cfg.kind == "moue":
-            self.pool = param_tree(_under(params, "pool."), dtype, device)
-        self.layers = nn.ModuleList(self._layer(group, i, dtype, device) for i in range(cfg.num_layers))
+            self.pool = param_tree(common.under(params, "pool."), dtype, device)
+        blocks = (self._layer(common.under(params, f"layers.{i}."), dtype, device) for i in range(cfg.num_layers))
+        self.layers = nn.ModuleList(blocks)
         self.norm = ParamGroup(group["norm"], dtype, device)
         self.head = ParamGroup(group["head"], dtype, device)
 
@@ -64,35 +64,27 @@ class _Network(nn.Module):
 class DynaMoEModel(_Network):
     """DynaMoE network: L residual ``DynaMoELayer``s with E_l experts from the schedule."""
 
-    def _layer(self, group, i, dtype, device):
-        e = group[f"layers.{i}.experts"]
-        return DynaMoELayer(self.cfg.router, group[f"layers.{i}.gate"]["weight"], e["w1"], e["b1"], e["w2"], e["b2"], dtype, device)
+    def _layer(self, params, dtype, device):
+        return DynaMoELayer(self.cfg.router, params, dtype, device)
 
 
 class MoUEModel(_Network):
     """MoUE network (``spec.moue``): ``pool`` holds the universal experts, router and trajectory
     embedding; ``layers.<i>`` hold each layer's local experts (empty without them)."""
 
-    def _layer(self, group, i, dtype, device):
-        return param_tree(_under({f"{m}.{leaf}": v for m, g in group.items() for leaf, v in g.items()}, f"layers.{i}."), dtype, device)
-
-
-def _under(params: dict, prefix: str) -> dict:
-    return {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
+    def _layer(self, params, dtype, device):
+        return param_tree(params, dtype, device)
 
 
 class MLPModel(_Network):
     """The dense MLP baseline: one ``FeedForwardLayer`` per layer."""
 
-    def _layer(self, group, i, dtype, device):
-        f = group[f"layers.{i}.ffn"]
-        return FeedForwardLayer(f["w1"], f["b1"], f["w2"], f["b2"], dtype, device)
+    def _layer(self, params, dtype, device):
+        return FeedForwardLayer(params, dtype, device)
 
 
 def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32", device=None) -> _Network:
     """The network of ``cfg`` holding ``params`` (spec names and shapes; checked)."""
-    from backends.spec.init import check_params, param_shapes
-
     check_params(cfg, {name: np.shape(value) for name, value in params.items()})
     expected = param_shapes(cfg)
     cls = {"dynamoe": DynaMoEModel, "moue": MoUEModel, "mlp": MLPModel}[cfg.kind]
@@ -103,6 +95,20 @@ def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32"
 def export_params(model: _Network) -> dict[str, np.ndarray]:
     """The model's parameters as NumPy arrays under the spec's names (in the model's dtype)."""
     return {name: p.detach().cpu().numpy().copy() for name, p in model.named_parameters()}
+
+
+def save_weights(model: _Network, path) -> None:
+    """Write the parameters to the ``.npz`` file ``path`` under the spec's names (``common.write_weights``)."""
+    common.write_weights(export_params(model), path)
+
+
+def load_weights(model: _Network, path) -> _Network:
+    """Load a weights file of any backend into ``model`` (names and shapes checked; the model's dtype kept)."""
+    params = common.read_weights(model.cfg, path)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.as_tensor(params[name], dtype=p.dtype))
+    return model
 
 
 def to_tensor(model: _Network, x) -> torch.Tensor:
