@@ -289,17 +289,17 @@ def cmd_run(args) -> int:
         if reason:
             raise backends.BackendUnavailable(reason)
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
-    specs = plan(source, names, seeds, args.epochs, args.dataset, args.quick, args.num_samples)
+    runs = plan(source, names, seeds, args.epochs, args.dataset, args.quick, args.num_samples)
     if not args.dataset:
-        _require_data(source, specs, args.data_dir)
+        _require_data(source, runs, args.data_dir)
     store = Store(_results(args))
-    done = sum(store.has(s.key) for s in specs)
+    done = sum(store.has(s.key) for s in runs)
     print(
-        f"{source.name} ({source.paper_ref}): {len(specs)} runs on {', '.join(names)}, seeds {' '.join(map(str, seeds))}; "
-        f"{done} already in {store.root}, {len(specs) - done if not args.rerun else len(specs)} to run, {args.jobs} at a time",
+        f"{source.name} ({source.paper_ref}): {len(runs)} runs on {', '.join(names)}, seeds {' '.join(map(str, seeds))}; "
+        f"{done} already in {store.root}, {len(runs) - done if not args.rerun else len(runs)} to run, {args.jobs} at a time",
         flush=True,
     )
-    outcomes = run_specs(specs, store, jobs=args.jobs, compile=args.compile, rerun=args.rerun, data_dir=args.data_dir)
+    outcomes = run_specs(runs, store, jobs=args.jobs, compile=args.compile, rerun=args.rerun, data_dir=args.data_dir)
     failed = [o for o in outcomes if o.status == "failed"]
     stopped = [o for o in outcomes if o.status == "interrupted"]
     if stopped:
@@ -320,9 +320,9 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
-def _require_data(experiment, specs, data_dir) -> None:
+def _require_data(experiment, runs, data_dir) -> None:
     """Fail before any run when the protocol's dataset is missing, naming both ways out."""
-    for name in sorted({s.dataset for s in specs} - {"synthetic"}):
+    for name in sorted({s.dataset for s in runs} - {"synthetic"}):
         try:
             locate(name, data_dir).require()
         except DataError as exc:

@@ -28,8 +28,8 @@ UNITS = {"accuracy": "points", "epoch1_train_loss": "relative", "avg_active": "e
 
 
 def _config_key(record: dict) -> str:
-    spec = {k: v for k, v in record["spec"].items() if k != "backend"}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    config = {k: v for k, v in record["spec"].items() if k != "backend"}
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
 def _metrics(record: dict) -> dict:

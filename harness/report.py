@@ -60,9 +60,9 @@ def _row_configs(row: Row, dataset: str, epochs: int) -> tuple:
     return dataclasses.asdict(row.model_config(dataset)), dataclasses.asdict(row.train_config(dataset, epochs)), source
 
 
-def _record_configs(spec: dict) -> tuple:
-    source = spec.get("init_from")
-    return spec["model"], spec["train"], None if source is None else _record_configs(source)
+def _record_configs(config: dict) -> tuple:
+    source = config.get("init_from")
+    return config["model"], config["train"], None if source is None else _record_configs(source)
 
 
 def match(experiment: Experiment, records: list[dict]) -> dict[tuple, list[tuple[Row, list[dict]]]]:

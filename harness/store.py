@@ -87,9 +87,10 @@ class Store:
     def drop_checkpoint(self, key: str) -> None:
         self.checkpoint_path(key).unlink(missing_ok=True)
 
-    def put_failure(self, key: str, spec: dict, error: str, details: str = "") -> Path:
+    def put_failure(self, key: str, config: dict, error: str, details: str = "") -> Path:
         return write_json_atomic(
-            self.failure_path(key), {"key": key, "status": "failed", "spec": spec, "error": error, "details": details, "time": time.time()}
+            self.failure_path(key),
+            {"key": key, "status": "failed", "spec": config, "error": error, "details": details, "time": time.time()},
         )
 
     def failure(self, key: str) -> dict | None:
