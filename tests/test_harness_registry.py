@@ -118,3 +118,19 @@ def test_report_says_when_epochs_differ_from_the_protocol(dataset, epochs, expec
         assert said == []
     else:
         assert len(said) == 1 and said[0].startswith(expected), said
+
+
+def test_one_dataset_registry_gives_the_runs_their_shapes_and_the_reports_their_titles():
+    from harness.data import load
+    from harness.data.registry import info
+
+    assert TRAINABLE == ("mnist", "fashion_mnist", "cifar10", "synthetic", "wikitext2", "recycling_the_web_1k")
+    assert info("recycling_the_web_1k").title == "Recycling-the-Web-1k"  # the committed tables' wording
+    cfg = get("table2").rows[0].model_config("synthetic")
+    data = load("synthetic", num_samples=16)
+    synthetic = info("synthetic")
+    assert (cfg.input_dim, cfg.num_classes) == (data.input_dim, data.num_classes) == (synthetic.input_dim, synthetic.outputs)
+    lm = get("table5").rows[0].model_config("wikitext2")
+    assert (lm.input_dim, lm.vocab_size) == (info("wikitext2").input_dim, info("wikitext2").outputs) == (128, 50_257)
+    with pytest.raises(ValueError, match="unknown dataset 'gpt2'"):
+        get("table2").datasets("gpt2")
