@@ -121,6 +121,3 @@ def add_command(subparsers) -> None:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per backend worker")
     p.add_argument("--out", default=None, help="JSON path (default results/bench/<machine>.json, with README.md beside it)")
     p.set_defaults(func=run_bench)
-
-
-add_bench_command = add_command  # the name harness/cli.py imports today
