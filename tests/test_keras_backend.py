@@ -33,6 +33,7 @@ import pytest
 
 import backends
 from backends import reference
+from backends.common import under
 from backends.spec import ModelConfig, RouterConfig, TrainConfig, init_params, rng
 from backends.spec import forward as F
 from backends.spec.ops import NumpyOps
@@ -259,14 +260,14 @@ def test_save_load_roundtrip(bk, tmp_path, name):
 
 
 def test_layers_standalone_and_config_roundtrip(bk):
-    """``DynaMoELayer(router, E, d, d_h, initial)`` alone equals ``spec.forward.dynamoe_layer`` in float64
+    """``DynaMoELayer(router, params)`` alone equals ``spec.forward.dynamoe_layer`` in float64
     NumPy (Eq. 1, 4-7); ``get_config``/``from_config`` rebuild the same layer."""
     import keras
 
     cfg = ModelConfig(size="tiny", router=RouterConfig(k_min=2))
     p = init_params(cfg, 0)
     arrays = {short: p[f"layers.0.{name}"] for short, name in bk.DynaMoELayer.SHORT.items()}  # gate, w1, ...
-    layer = bk.DynaMoELayer(cfg.router.__dict__, 8, 64, 32, initial=arrays)
+    layer = bk.DynaMoELayer(cfg.router.__dict__, under(p, "layers.0."))
     h, noise = rng.sample_generator(0).standard_normal((24, 64)), rng.gate_noise(0, 0, 0, (24, 8), 0.1)
     h32, noise32 = (keras.ops.convert_to_tensor(a.astype("float32")) for a in (h, noise))
     y = keras.ops.convert_to_numpy(layer(h32, noise=noise32))
@@ -283,7 +284,7 @@ def test_layers_standalone_and_config_roundtrip(bk):
     assert np.array_equal(keras.ops.convert_to_numpy(r_clone.mask), routing.mask)
 
     mlp = init_params(ModelConfig(size="tiny", kind="mlp"), 0)
-    ffn = bk.FeedForwardLayer(64, 128, initial={name: mlp[f"layers.0.ffn.{name}"] for name in ("w1", "b1", "w2", "b2")}, name="block")
+    ffn = bk.FeedForwardLayer(under(mlp, "layers.0."), name="block")
     assert bk.FeedForwardLayer.from_config(ffn.get_config()).get_config() == ffn.get_config()
     assert sorted(ffn.spec_variables()) == ["ffn.b1", "ffn.b2", "ffn.w1", "ffn.w2"]
     y = keras.ops.convert_to_numpy(ffn(h32))

@@ -18,7 +18,18 @@ if keras.backend.backend() not in ("jax", "torch"):
     raise ImportError(f"backends.keras runs Keras on jax or torch, not {keras.backend.backend()!r}: set KERAS_BACKEND=jax or torch")
 
 from .layers import OPS, DynaMoELayer, FeedForwardLayer  # noqa: E402
-from .model import DynaMoEModel, MLPModel, MoUEModel, build_model, export_params  # noqa: E402
+from .model import (  # noqa: E402
+    DynaMoEModel,
+    MLPModel,
+    MoUEModel,
+    build_model,
+    export_params,
+    labels_tensor,
+    load_weights,
+    noise_tensors,
+    save_weights,
+    to_tensor,
+)
 from .train import Trainer, evaluate_batch, forward, gradients, runtime_info, to_float  # noqa: E402
 
 NAME = f"keras-{keras.backend.backend()}"
@@ -37,6 +48,11 @@ __all__ = [
     "export_params",
     "forward",
     "gradients",
+    "labels_tensor",
+    "load_weights",
+    "noise_tensors",
     "runtime_info",
+    "save_weights",
     "to_float",
+    "to_tensor",
 ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import keras
 import numpy as np
 
+from backends import common
 from backends.spec import forward as F
 from backends.spec.config import RouterConfig
 
@@ -57,12 +60,40 @@ def spec_name(keras_name: str) -> str:
 
 
 class _SpecLayer(keras.layers.Layer):
-    """A layer whose weights carry the spec's names inside the layer (Keras names ``experts_w1``, ...).
+    """A layer holding given spec arrays as weights named as in the spec (Keras names ``experts_w1``, ...).
 
-    ``SHORT`` maps the short names of ``spec.forward`` (``gate``, ``w1``, ...) to the spec's names.
+    ``NAMES`` are the spec's names inside the layer, in weight order; ``SHORT`` maps the short names of
+    ``spec.forward`` (``gate``, ``w1``, ...) to them. The arrays are kept until ``build`` (on the first
+    call, or inside the network's ``build``), which makes the weights from them.
     """
 
+    NAMES: tuple[str, ...] = ()
     SHORT: dict[str, str] = {}
+    LEADING: tuple[str, ...] = ()  # constructor arguments before ``params`` (kept in ``get_config``)
+    SIZES: tuple[str, ...] = ()  # ``get_config``'s sizes, from which ``shapes`` gives the weights' shapes
+
+    def __init__(self, params: Mapping[str, np.ndarray], dtype="float32", **kwargs):
+        super().__init__(dtype=dtype, **kwargs)
+        self._initial = common.layer_arrays(params, self.NAMES, type(self).__name__)
+
+    @classmethod
+    def shapes(cls, **sizes) -> dict[str, tuple[int, ...]]:
+        """The weights' shapes from ``get_config``'s sizes."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: dict):
+        """A layer of ``get_config``'s sizes holding zeros (``set_arrays`` puts arrays in)."""
+        config = dict(config)
+        sizes = {name: config.pop(name) for name in cls.SIZES}
+        zeros = {name: np.zeros(shape) for name, shape in cls.shapes(**sizes).items()}
+        return cls(*[config.pop(name) for name in cls.LEADING], zeros, **config)
+
+    def build(self, input_shape=None):
+        dtype = float_dtype(self.variable_dtype)
+        for name, value in self._initial.items():
+            self.add_weight(shape=np.shape(value), initializer=ArrayInitializer(value), name=keras_name(name), dtype=dtype)
+        self._initial = None
 
     def spec_variables(self) -> dict:
         """``{spec name inside the layer: keras.Variable}``, e.g. ``{"experts.w1": ...}``."""
@@ -85,18 +116,10 @@ class _SpecLayer(keras.layers.Layer):
         variables = self.spec_variables()
         return {short: variables[name].value for short, name in self.SHORT.items()}
 
-    def _weight(self, short: str, shape: tuple[int, ...], initializer: str):
-        name = self.SHORT[short]
-        initial = getattr(self, "_initial", None)
-        if initial is not None:
-            initializer = ArrayInitializer(initial[short] if short in initial else initial[name])
-        return self.add_weight(shape=shape, initializer=initializer, name=keras_name(name), dtype=float_dtype(self.variable_dtype))
-
-    def _build_with(self, initial: dict | None) -> None:
-        """Build now, from NumPy arrays (short or spec names) if given, else with the default initialisers."""
-        self._initial = None if initial is None else dict(initial)
-        self.build()
-        self._initial = None
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({name: getattr(self, name) for name in self.SIZES})
+        return config
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -106,34 +129,31 @@ class _SpecLayer(keras.layers.Layer):
 class DynaMoELayer(_SpecLayer):
     """A DynaMoE layer (Eq. 1, 4-7): ``y = sum_{i in S(h)} w_i E_i(h)`` over dynamically selected experts.
 
-    ``router``: a ``RouterConfig`` or its fields as a dict; ``num_experts`` E, ``hidden_dim`` d,
-    ``expert_hidden`` d_h. Weights: ``gate.weight`` (d, E) (Eq. 1, no bias), ``experts.w1`` (E, d, d_h),
-    ``experts.b1`` (E, d_h), ``experts.w2`` (E, d_h, d), ``experts.b2`` (E, d). Keras's default
-    initialisers fill them in ``build``; ``initial`` (NumPy arrays under those names or ``gate``, ``w1``,
-    ...) or ``set_arrays`` puts the spec's arrays in (``spec.init_params``: ``build_model`` does this).
-    ``call(h, noise=None)`` takes tokens (N, d) and returns y (N, d); ``noise`` (N, E) is the training
-    gate noise of Eq. 7 (``spec.rng.gate_noise``), ``None`` in evaluation. ``forward_with_routing``
-    returns ``(y, spec.forward.Routing)`` (gate probabilities, selected mask, combine weights).
+    ``router``: a ``RouterConfig`` or its fields as a dict. ``params``: NumPy arrays under the layer's
+    spec names (``common.DYNAMOE_LAYER_NAMES``): ``gate.weight`` (d, E) (Eq. 1, no bias), ``experts.w1``
+    (E, d, d_h), ``experts.b1`` (E, d_h), ``experts.w2`` (E, d_h, d), ``experts.b2`` (E, d) (e.g.
+    ``common.under(spec.init_params(cfg), "layers.0.")``); ``set_arrays`` replaces them. ``call(h,
+    noise=None)`` takes tokens (N, d) and returns y (N, d); ``noise`` (N, E) is the training gate noise of
+    Eq. 7 (``spec.rng.gate_noise``), ``None`` in evaluation. ``forward_with_routing`` returns ``(y,
+    spec.forward.Routing)`` (gate probabilities, selected mask, combine weights). ``get_config`` stores
+    the router and the sizes ``num_experts`` E, ``hidden_dim`` d, ``expert_hidden`` d_h.
     """
 
+    NAMES = common.DYNAMOE_LAYER_NAMES
     SHORT = {"gate": "gate.weight", "w1": "experts.w1", "b1": "experts.b1", "w2": "experts.w2", "b2": "experts.b2"}
+    LEADING = ("router",)
+    SIZES = ("num_experts", "hidden_dim", "expert_hidden")
 
-    def __init__(
-        self, router: RouterConfig | dict, num_experts: int, hidden_dim: int, expert_hidden: int, initial: dict | None = None, **kwargs
-    ):
-        super().__init__(**kwargs)
+    def __init__(self, router: RouterConfig | dict, params: Mapping[str, np.ndarray], dtype="float32", **kwargs):
+        super().__init__(params, dtype, **kwargs)
         self.router = router_config(router)
-        self.num_experts, self.hidden_dim, self.expert_hidden = int(num_experts), int(hidden_dim), int(expert_hidden)
-        if initial is not None:
-            self._build_with(initial)
+        self.num_experts, self.hidden_dim, self.expert_hidden = (int(n) for n in np.shape(self._initial["experts.w1"]))
 
-    def build(self, input_shape=None):
-        e, d, dh = self.num_experts, self.hidden_dim, self.expert_hidden
-        self.gate = self._weight("gate", (d, e), "glorot_uniform")
-        self.w1 = self._weight("w1", (e, d, dh), "glorot_uniform")
-        self.b1 = self._weight("b1", (e, dh), "zeros")
-        self.w2 = self._weight("w2", (e, dh, d), "glorot_uniform")
-        self.b2 = self._weight("b2", (e, d), "zeros")
+    @classmethod
+    def shapes(cls, num_experts: int, hidden_dim: int, expert_hidden: int) -> dict[str, tuple[int, ...]]:
+        e, d, dh = num_experts, hidden_dim, expert_hidden
+        shapes = ((d, e), (e, d, dh), (e, dh), (e, dh, d), (e, d))
+        return dict(zip(cls.NAMES, shapes))
 
     def forward_with_routing(self, h, noise=None):
         """``(y, Routing)`` of ``spec.forward.dynamoe_layer`` (gate Eq. 1, selection Eq. 4-5, weights Eq. 6)."""
@@ -144,8 +164,7 @@ class DynaMoELayer(_SpecLayer):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(router=to_dict(self.router), num_experts=self.num_experts, hidden_dim=self.hidden_dim)
-        config.update(expert_hidden=self.expert_hidden)
+        config.update(router=to_dict(self.router))
         return config
 
 
@@ -153,30 +172,23 @@ class DynaMoELayer(_SpecLayer):
 class FeedForwardLayer(_SpecLayer):
     """The MLP baseline's block: ``relu(h W1 + b1) W2 + b2`` (one per layer, replacing the MoE).
 
-    Weights ``ffn.w1`` (d, h), ``ffn.b1`` (h,), ``ffn.w2`` (h, d), ``ffn.b2`` (d,); ``initial`` as in
-    ``DynaMoELayer``.
+    ``params``: ``ffn.w1`` (d, h), ``ffn.b1`` (h,), ``ffn.w2`` (h, d), ``ffn.b2`` (d,) as NumPy arrays;
+    ``get_config`` stores the sizes ``hidden_dim`` d and ``mlp_hidden`` h.
     """
 
+    NAMES = common.FEED_FORWARD_NAMES
     SHORT = {"w1": "ffn.w1", "b1": "ffn.b1", "w2": "ffn.w2", "b2": "ffn.b2"}
+    SIZES = ("hidden_dim", "mlp_hidden")
 
-    def __init__(self, hidden_dim: int, mlp_hidden: int, initial: dict | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.hidden_dim, self.mlp_hidden = int(hidden_dim), int(mlp_hidden)
-        if initial is not None:
-            self._build_with(initial)
+    def __init__(self, params: Mapping[str, np.ndarray], dtype="float32", **kwargs):
+        super().__init__(params, dtype, **kwargs)
+        self.hidden_dim, self.mlp_hidden = (int(n) for n in np.shape(self._initial["ffn.w1"]))
 
-    def build(self, input_shape=None):
-        d, h = self.hidden_dim, self.mlp_hidden
-        self.w1 = self._weight("w1", (d, h), "glorot_uniform")
-        self.b1 = self._weight("b1", (h,), "zeros")
-        self.w2 = self._weight("w2", (h, d), "glorot_uniform")
-        self.b2 = self._weight("b2", (d,), "zeros")
+    @classmethod
+    def shapes(cls, hidden_dim: int, mlp_hidden: int) -> dict[str, tuple[int, ...]]:
+        d, h = hidden_dim, mlp_hidden
+        return dict(zip(cls.NAMES, ((d, h), (h,), (h, d), (d,))))
 
     def call(self, h):
         p = self.values()
         return F.feed_forward(OPS, h, p["w1"], p["b1"], p["w2"], p["b2"])
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(hidden_dim=self.hidden_dim, mlp_hidden=self.mlp_hidden)
-        return config

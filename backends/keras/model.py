@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from backends import common
 from backends.spec import forward as F
 from backends.spec.config import ModelConfig
 from backends.spec.init import check_params, param_shapes
@@ -18,52 +19,43 @@ class _Network(keras.Model):
 
     ``cfg`` is a ``ModelConfig`` or its ``configs.to_dict`` form (what ``get_config`` stores). The
     network's own weights are named as in the spec (``input.weight``, ``norm.gamma``, ...); the blocks'
-    weights are ``layers.<i>.`` + their names. ``params`` (the spec's NumPy arrays, e.g.
-    ``spec.init_params``) builds the network at once from them; without it ``build`` uses Keras's
-    default initialisers. ``call(x, noises=None)`` returns the logits.
+    weights are ``layers.<i>.`` + their names. The network is built at once from ``params`` (the spec's
+    NumPy arrays, e.g. ``spec.init_params``). ``call(x, noises=None)`` returns the logits.
     """
 
-    def __init__(self, cfg: ModelConfig | dict, params: dict | None = None, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, cfg: ModelConfig | dict, params: dict[str, np.ndarray], dtype="float32", **kwargs):
+        super().__init__(dtype=dtype, **kwargs)
         self.cfg = model_config(cfg)
-        self.blocks = [block for block in map(self._layer, range(self.cfg.num_layers)) if block is not None]
-        if params is not None:
-            self._build_with(params)
-
-    def _build_with(self, params: dict | None) -> None:
-        """Build now, from the spec's arrays if given, else with the default initialisers."""
-        self._initial = None if params is None else dict(params)
+        blocks = (self._layer(common.under(params, f"layers.{i}."), i) for i in range(self.cfg.num_layers))
+        self.blocks = [block for block in blocks if block is not None]
+        self._initial = dict(params)
         self.build(self.input_shape_of(self.cfg))
         self._initial = None
 
+    @classmethod
+    def from_config(cls, config: dict):
+        # ``keras.saving.load_model`` assigns every weight right after: zeros from NumPy instead of Keras's
+        # random initialisers, which compile a kernel per shape on JAX.
+        config = dict(config)
+        cfg = model_config(config.pop("cfg"))
+        return cls(cfg, {name: np.zeros(shape) for name, shape in param_shapes(cfg).items()}, **config)
+
     def build_from_config(self, config):
-        # Only ``keras.saving.load_model`` calls this, and it assigns every weight right after: zeros
-        # from NumPy instead of Keras's random initialisers, which compile a kernel per shape on JAX.
-        self._build_with({name: np.zeros(shape) for name, shape in param_shapes(self.cfg).items()})
+        pass  # built in ``__init__`` (``from_config`` hands it zeros)
 
     @staticmethod
     def input_shape_of(cfg: ModelConfig) -> tuple:
         return (None, None) if cfg.task == "lm" else (None, cfg.input_dim)
 
-    @staticmethod
-    def _block_params(params: dict | None, i: int) -> dict | None:
-        if params is None:
-            return None
-        prefix = f"layers.{i}."
-        return {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
-
     def build(self, input_shape=None):
-        dtype, initial = float_dtype(self.variable_dtype), getattr(self, "_initial", None)
-        defaults = {"norm.gamma": "ones", "embed.weight": "random_normal"}
+        dtype = float_dtype(self.variable_dtype)
         for name, shape in param_shapes(self.cfg).items():
             if self.blocks and name.startswith("layers."):
                 continue
-            default = defaults.get(name, "zeros" if name.endswith(("bias", "beta")) else "glorot_uniform")
-            initializer = default if initial is None else ArrayInitializer(initial[name])
-            self.add_weight(shape=shape, initializer=initializer, name=keras_name(name), dtype=dtype)
-        for i, block in enumerate(self.blocks):
+            self.add_weight(shape=shape, initializer=ArrayInitializer(self._initial[name]), name=keras_name(name), dtype=dtype)
+        for block in self.blocks:
             if not block.built:
-                block._build_with(self._block_params(initial, i))
+                block.build()
 
     def spec_variables(self) -> dict:
         """``{spec name: keras.Variable}`` in ``spec.init.param_shapes`` order."""
@@ -102,10 +94,8 @@ class _Network(keras.Model):
 class DynaMoEModel(_Network):
     """DynaMoE network: L residual ``DynaMoELayer``s with E_l experts from the schedule."""
 
-    def _layer(self, i: int) -> DynaMoELayer:
-        cfg = self.cfg
-        experts = cfg.experts_per_layer()[i]
-        return DynaMoELayer(cfg.router, experts, cfg.hidden_dim, cfg.expert_hidden, dtype=self.dtype_policy, name=f"layers_{i}")
+    def _layer(self, params: dict, i: int) -> DynaMoELayer:
+        return DynaMoELayer(self.cfg.router, params, dtype=self.dtype_policy, name=f"layers_{i}")
 
 
 @keras.saving.register_keras_serializable(package="dynamoe")
@@ -113,7 +103,7 @@ class MoUEModel(_Network):
     """MoUE network (``spec.moue``): the universal pool (``pool.*``) and any local experts
     (``layers.<i>.*``) are the network's own weights, under the spec's names; it has no blocks."""
 
-    def _layer(self, i: int):
+    def _layer(self, params: dict, i: int):
         return None
 
 
@@ -121,8 +111,8 @@ class MoUEModel(_Network):
 class MLPModel(_Network):
     """The dense MLP baseline: one ``FeedForwardLayer`` per layer."""
 
-    def _layer(self, i: int) -> FeedForwardLayer:
-        return FeedForwardLayer(self.cfg.hidden_dim, self.cfg.mlp_hidden, dtype=self.dtype_policy, name=f"layers_{i}")
+    def _layer(self, params: dict, i: int) -> FeedForwardLayer:
+        return FeedForwardLayer(params, dtype=self.dtype_policy, name=f"layers_{i}")
 
 
 def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32") -> _Network:
@@ -135,6 +125,17 @@ def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32"
 def export_params(model: _Network) -> dict[str, np.ndarray]:
     """The model's parameters as NumPy arrays under the spec's names (in the model's dtype)."""
     return {name: np.array(keras.ops.convert_to_numpy(v.value)) for name, v in model.spec_variables().items()}
+
+
+def save_weights(model: _Network, path) -> None:
+    """Write the parameters to the ``.npz`` file ``path`` under the spec's names (``common.write_weights``)."""
+    common.write_weights(export_params(model), path)
+
+
+def load_weights(model: _Network, path) -> _Network:
+    """Load a weights file of any backend into ``model`` (names and shapes checked; the model's dtype kept)."""
+    model.set_params(common.read_weights(model.cfg, path))
+    return model
 
 
 def to_tensor(model: _Network, x):
@@ -150,5 +151,5 @@ def noise_tensors(model: _Network, noises):
     return [keras.ops.convert_to_tensor(np.asarray(n, dtype=model.compute_dtype)) for n in noises]
 
 
-def labels_tensor(y):
+def labels_tensor(model: _Network, y):
     return keras.ops.convert_to_tensor(np.asarray(y, dtype=np.int32))

@@ -175,7 +175,7 @@ class Trainer:
         model, opt = self.model, self.optimizer
         values = _values(opt.variables)
         values[self._lr_index] = ops.convert_to_tensor(lr, dtype=opt.learning_rate_variable.dtype)
-        inputs = (to_tensor(model, x), labels_tensor(y), noise_tensors(model, noises))
+        inputs = (to_tensor(model, x), labels_tensor(model, y), noise_tensors(model, noises))
         loss, trainable, values = self._step(_values(model.trainable_variables), _values(model.non_trainable_variables), values, *inputs)
         for variable, value in zip(model.trainable_variables, trainable):
             variable.assign(value)
@@ -221,7 +221,7 @@ def gradients(model: _Network, x, y, noises=None) -> tuple[float, dict[str, np.n
     gradient with respect to every parameter (spec names, spec order)."""
     variables = model.trainable_variables
     # compiled on JAX (once per call: op by op, JAX's eager autodiff compiles each small op separately)
-    inputs = (to_tensor(model, x), labels_tensor(y), noise_tensors(model, noises))
+    inputs = (to_tensor(model, x), labels_tensor(model, y), noise_tensors(model, noises))
     loss, grads = compile_fn(value_and_grad(_loss_of(model)))(_values(variables), _values(model.non_trainable_variables), *inputs)
     by_id = {id(v): ops.convert_to_numpy(g) for v, g in zip(variables, grads)}
     return to_float(loss), {name: np.array(by_id[id(v)]) for name, v in model.spec_variables().items()}
@@ -231,7 +231,7 @@ def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray
     """Summed cross-entropy (no balancing term) and correct predictions over the batch's targets, and
     per-layer selection counts (per expert; MoUE: per window slot, ``spec.moue.pool_usage`` maps them)."""
     with no_grad():
-        labels = labels_tensor(y)
+        labels = labels_tensor(model, y)
         logits, masks = _evaluate_compiled(model.cfg, model.params(), to_tensor(model, x), None)
         targets = int(np.prod(ops.shape(labels)))
         loss_sum = F.cross_entropy(OPS, logits, labels) * targets
