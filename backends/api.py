@@ -1,29 +1,173 @@
-"""The names every framework backend exposes (``backends.torch``, ``backends.keras``, ``backends.mlx``).
+"""The names every framework backend exposes (``backends.torch``, ``backends.keras``, ``backends.mlx``), as
+``typing.Protocol``s: ``Backend`` is the module, the others its classes' instances (constructors included).
 
 Each backend is thin: parameter containers, its autodiff and optimiser, and an ``ops`` class; the math is
-``backends.spec.forward`` and ``backends.spec.routing``. Arrays cross the boundary as NumPy.
+``backends.spec.forward`` and ``backends.spec.routing``. Arrays cross the boundary as NumPy, parameters
+under the spec's names (``spec.init.param_shapes``); a layer holds the names inside it (``layers.<i>.``
+stripped: ``common.under(params, "layers.0.")``).
 
-``OPS``
-    the backend's implementation of ``spec.ops`` primitives.
-``DynaMoELayer``, ``FeedForwardLayer``, ``DynaMoEModel``, ``MLPModel``
-    the framework's module types; ``DynaMoELayer(router, weights)`` is usable on its own.
-``build_model(cfg, params, dtype="float32") -> model``
-    a model of ``cfg`` holding ``params`` (the spec's NumPy arrays, e.g. ``spec.init_params``).
-``export_params(model) -> dict[str, np.ndarray]``
-    the parameters back as NumPy, under the spec's names.
-``forward(model, x, noises=None) -> (logits, masks)``
-    NumPy logits and per-layer selected masks; ``noises`` = per-layer gate noise (training mode).
-``gradients(model, x, y, noises=None) -> (loss, dict[str, np.ndarray])``
-    loss and the gradient of the mean cross-entropy with respect to every parameter.
-``Trainer(model, train_cfg, compile=False)``
-    ``.step(x, y, noises, lr)`` runs one AdamW step (spec's formula) and returns the loss as a
-    framework scalar (no host sync); ``to_float(loss)`` converts it.
-    ``.optimizer_state()`` gives AdamW's state as NumPy (``spec.optim.optimizer_state_names``: ``steps``,
-    ``m.<name>``, ``v.<name>``); ``.load_optimizer_state(state)`` continues from it, so that a trainer
-    built from exported parameters and state takes the same steps bit for bit (checkpoints).
-``evaluate_batch(model, x, y) -> (loss_sum, correct, counts)``
-    summed loss and correct predictions over the batch's targets (float), and per-layer selection
-    counts (NumPy (E_l,)), computed on the device; the harness sums batches.
-``runtime_info() -> dict``
-    framework versions and the device, for the results' environment fingerprint.
+A backend's function or constructor may add parameters after the contract's, each with a default (the
+PyTorch backend's ``device=None``, Keras's ``**kwargs`` such as ``name``). Calling an instance
+(``__call__``) runs the framework's forward (``forward`` in PyTorch, ``call`` in Keras), so it is
+documented here but its signature is the framework's. ``tests/test_backend_contract.py`` checks every
+installed backend against these Protocols.
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from backends.spec.config import ModelConfig, RouterConfig, TrainConfig
+from backends.spec.routers import Routing
+
+SpecArrays = Mapping[str, np.ndarray]  # NumPy arrays under the spec's parameter names
+WeightsPath = str | PathLike
+
+
+@runtime_checkable
+class DynaMoELayerLike(Protocol):
+    """One DynaMoE layer (Eq. 1, 4-7) holding the given arrays: ``gate.weight`` (d, E), ``experts.w1``
+    (E, d, d_h), ``experts.b1`` (E, d_h), ``experts.w2`` (E, d_h, d), ``experts.b2`` (E, d)."""
+
+    router: RouterConfig
+
+    def __init__(self, router: RouterConfig, params: SpecArrays, dtype: str = "float32") -> None: ...
+
+    def forward_with_routing(self, h, noise=None) -> tuple[Any, Routing]:
+        """``(y, Routing)`` for tokens ``h`` (N, d); ``noise`` (N, E) is the training gate noise (Eq. 7)."""
+        ...
+
+    def __call__(self, h, noise=None) -> Any:
+        """``y`` of ``forward_with_routing``."""
+        ...
+
+
+@runtime_checkable
+class FeedForwardLayerLike(Protocol):
+    """The MLP baseline's block ``relu(h W1 + b1) W2 + b2``: ``ffn.w1`` (d, h), ``ffn.b1`` (h,),
+    ``ffn.w2`` (h, d), ``ffn.b2`` (d,)."""
+
+    def __init__(self, params: SpecArrays, dtype: str = "float32") -> None: ...
+
+    def __call__(self, h) -> Any: ...
+
+
+@runtime_checkable
+class ModelLike(Protocol):
+    """A network of ``cfg`` (``DynaMoEModel``, ``MoUEModel``, ``MLPModel``) holding ``params`` (all of
+    ``spec.init.param_shapes(cfg)``) in ``dtype`` (``"float32"`` or ``"float64"``)."""
+
+    cfg: ModelConfig
+
+    def __init__(self, cfg: ModelConfig, params: SpecArrays, dtype: str = "float32") -> None: ...
+
+    def forward_with_routing(self, x, noises=None) -> tuple[Any, list[Routing]]:
+        """``(logits, routings)`` via ``spec.forward.model_forward``; ``noises``: per-layer gate noise."""
+        ...
+
+    def __call__(self, x, noises=None) -> Any:
+        """The logits."""
+        ...
+
+
+@runtime_checkable
+class TrainerLike(Protocol):
+    """One AdamW step (``spec.optim.adamw_update``) at a time; ``compile`` asks for the framework's compiler."""
+
+    model: ModelLike
+    cfg: TrainConfig
+
+    def __init__(self, model: ModelLike, cfg: TrainConfig, compile: bool = False) -> None: ...
+
+    def step(self, x, y, noises, lr: float) -> Any:
+        """One step on batch (x, y) with per-layer gate noise; the loss as a framework scalar (no host
+        sync; ``to_float`` converts it)."""
+        ...
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """AdamW's state as NumPy under ``spec.optim.optimizer_state_names`` (``steps``, ``m.<name>``, ``v.<name>``)."""
+        ...
+
+    def load_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Continue from ``optimizer_state()``'s arrays: the same steps bit for bit (checkpoints)."""
+        ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A framework backend module. ``NAME`` is its name in ``backends.BACKENDS``; ``OPS`` its
+    implementation of the ``spec.ops`` primitives."""
+
+    NAME: str
+    OPS: Any
+    DynaMoELayer: type[DynaMoELayerLike]
+    FeedForwardLayer: type[FeedForwardLayerLike]
+    DynaMoEModel: type[ModelLike]
+    MoUEModel: type[ModelLike]
+    MLPModel: type[ModelLike]
+    Trainer: type[TrainerLike]
+
+    @staticmethod
+    def build_model(cfg: ModelConfig, params: SpecArrays, dtype: str = "float32") -> ModelLike:
+        """The network of ``cfg.kind`` holding ``params`` (names and shapes checked, ``ValueError`` naming them)."""
+        ...
+
+    @staticmethod
+    def export_params(model: ModelLike) -> dict[str, np.ndarray]:
+        """The parameters back as NumPy, under the spec's names, in the model's dtype."""
+        ...
+
+    @staticmethod
+    def save_weights(model: ModelLike, path: WeightsPath) -> None:
+        """Write ``export_params(model)`` to the ``.npz`` file ``path`` (readable by every backend)."""
+        ...
+
+    @staticmethod
+    def load_weights(model: ModelLike, path: WeightsPath) -> ModelLike:
+        """Put a ``save_weights`` file of any backend into ``model`` (checked against its config) and return it."""
+        ...
+
+    @staticmethod
+    def to_tensor(model: ModelLike, x) -> Any:
+        """Inputs as the framework's tensors for ``model``: token ids as integers, features in its dtype."""
+        ...
+
+    @staticmethod
+    def labels_tensor(model: ModelLike, y) -> Any:
+        """Integer class or next-token labels as the framework's tensor for ``model``."""
+        ...
+
+    @staticmethod
+    def noise_tensors(model: ModelLike, noises: Sequence[np.ndarray] | None) -> list | None:
+        """Per-layer gate noise as tensors in the model's dtype (``None`` stays ``None``)."""
+        ...
+
+    @staticmethod
+    def forward(model: ModelLike, x, noises=None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """NumPy logits and per-layer selected masks; ``noises`` = per-layer gate noise (training mode)."""
+        ...
+
+    @staticmethod
+    def gradients(model: ModelLike, x, y, noises=None) -> tuple[float, dict[str, np.ndarray]]:
+        """The training loss and its gradient with respect to every parameter (spec names)."""
+        ...
+
+    @staticmethod
+    def evaluate_batch(model: ModelLike, x, y) -> tuple[float, float, list[np.ndarray]]:
+        """Summed loss and correct predictions over the batch's targets, and per-layer selection counts
+        (NumPy (E_l,)), computed on the device; the harness sums batches."""
+        ...
+
+    @staticmethod
+    def to_float(value) -> float:
+        """A loss ``Trainer.step`` returned as a Python float (the host sync)."""
+        ...
+
+    @staticmethod
+    def runtime_info() -> dict:
+        """Framework versions and the device, for the results' environment fingerprint."""
+        ...
