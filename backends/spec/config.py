@@ -7,30 +7,17 @@ raises a ``ValueError`` naming the field, the bad value and the allowed range.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEDULES = ("uniform", "descending", "ascending", "pyramid-up", "pyramid-down", "wave-up", "wave-down")
+from .schedules import SCHEDULES, check_bounds, expert_counts
+from .validate import check_choice, check_int, fail
+
 SCOPES = ("batch", "token")
 COMBINE_INPUTS = ("probs", "logits")
 ROUTER_KINDS = ("dynamic", "topk", "switch", "gshard", "expert_choice")
 MODEL_KINDS = ("dynamoe", "mlp", "moue")
 TASKS = ("classify", "lm")
-
-
-def _fail(owner: str, name: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{owner}.{name} = {value!r} is invalid: {allowed}")
-
-
-def _check_int(owner: str, name: str, value: Any, low: int, high: float = math.inf) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        _fail(owner, name, value, f"must be an integer in [{low}, {high}]")
-
-
-def _check_choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        _fail(owner, name, value, f"must be one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -71,14 +58,8 @@ class ScheduleConfig:
     e_max: int = 8
 
     def __post_init__(self) -> None:
-        _check_choice("ScheduleConfig", "name", self.name, SCHEDULES)
-        _check_int("ScheduleConfig", "e_min", self.e_min, 1)
-        _check_int("ScheduleConfig", "e_max", self.e_max, 1)
-        if self.e_min > self.e_max:
-            raise ValueError(
-                f"ScheduleConfig: e_min = {self.e_min} > e_max = {self.e_max}; E_min must not exceed E_max "
-                "(swap them, or use the 'ascending' schedule to put the large count last)"
-            )
+        check_choice("ScheduleConfig", "name", self.name, SCHEDULES)
+        check_bounds(self.e_min, self.e_max)
 
 
 @dataclass(frozen=True)
@@ -91,7 +72,7 @@ class RouterConfig:
     - ``k_min``: minimum active experts (Algorithm 1 line 6), >= 1; clamped to E_l in layers with fewer.
     - ``k_max``: cap on active experts; ``None`` means the layer's E_l (the "layer-dependent maximum").
     - ``scope``: ``"batch"`` (one threshold over all gate values of the layer in the batch, default) or
-      ``"token"`` (Eq. 4 read literally: each token's own E_l gates). See ``spec.routing``.
+      ``"token"`` (Eq. 4 read literally: each token's own E_l gates). See ``spec.dynamic``.
     - ``combine``: the values softmaxed in Eq. 6: ``"probs"`` (the noisy gate probabilities, default) or
       ``"logits"`` (the gate logits).
     - ``kind``: ``"dynamic"`` (DynaMoE, default) or a baseline router (Section 7.10 items 2-4):
@@ -118,22 +99,22 @@ class RouterConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.tau, (int, float)) or not 0.0 < float(self.tau) < 100.0:
-            _fail("RouterConfig", "tau", self.tau, "must be a percentile in the open interval (0, 100); 70 means the 70th percentile")
+            fail("RouterConfig", "tau", self.tau, "must be a percentile in the open interval (0, 100); 70 means the 70th percentile")
         if not isinstance(self.temperature, (int, float)) or not float(self.temperature) > 0.0:
-            _fail("RouterConfig", "temperature", self.temperature, "must be > 0")
+            fail("RouterConfig", "temperature", self.temperature, "must be > 0")
         if not isinstance(self.noise_std, (int, float)) or not float(self.noise_std) >= 0.0:
-            _fail("RouterConfig", "noise_std", self.noise_std, "must be >= 0")
-        _check_int("RouterConfig", "k_min", self.k_min, 1)
+            fail("RouterConfig", "noise_std", self.noise_std, "must be >= 0")
+        check_int("RouterConfig", "k_min", self.k_min, 1)
         if self.k_max is not None:
-            _check_int("RouterConfig", "k_max", self.k_max, self.k_min)
-        _check_choice("RouterConfig", "scope", self.scope, SCOPES)
-        _check_choice("RouterConfig", "combine", self.combine, COMBINE_INPUTS)
-        _check_choice("RouterConfig", "kind", self.kind, ROUTER_KINDS)
-        _check_int("RouterConfig", "top_k", self.top_k, 1)
+            check_int("RouterConfig", "k_max", self.k_max, self.k_min)
+        check_choice("RouterConfig", "scope", self.scope, SCOPES)
+        check_choice("RouterConfig", "combine", self.combine, COMBINE_INPUTS)
+        check_choice("RouterConfig", "kind", self.kind, ROUTER_KINDS)
+        check_int("RouterConfig", "top_k", self.top_k, 1)
         if not isinstance(self.capacity_factor, (int, float)) or not float(self.capacity_factor) > 0.0:
-            _fail("RouterConfig", "capacity_factor", self.capacity_factor, "must be > 0 (1.0 = exactly the balanced load)")
+            fail("RouterConfig", "capacity_factor", self.capacity_factor, "must be > 0 (1.0 = exactly the balanced load)")
         if not isinstance(self.balance_weight, (int, float)) or not float(self.balance_weight) >= 0.0:
-            _fail("RouterConfig", "balance_weight", self.balance_weight, "must be >= 0 (0 disables the balancing loss)")
+            fail("RouterConfig", "balance_weight", self.balance_weight, "must be >= 0 (0 disables the balancing loss)")
 
     def layer_bounds(self, num_experts: int) -> tuple[int, int]:
         """(k_min, k_max) in a layer of ``num_experts`` experts (Eq. 5), both clamped to E_l."""
@@ -143,7 +124,7 @@ class RouterConfig:
 
 @dataclass(frozen=True)
 class MoUEConfig:
-    """Mixture of Universal Experts (Chen et al. 2026; ``shared/spec/MOUE.md``; the math: ``spec.moue``).
+    """Mixture of Universal Experts (Chen et al. 2026; ``../shared/spec/MOUE.md``; the math: ``spec.moue``).
 
     Only the paper's abstract survives, so every field is an inferred, documented choice:
 
@@ -165,13 +146,13 @@ class MoUEConfig:
     exposure_correction: bool = True
 
     def __post_init__(self) -> None:
-        _check_int("MoUEConfig", "pool_size", self.pool_size, 1)
+        check_int("MoUEConfig", "pool_size", self.pool_size, 1)
         if self.stride is not None:
-            _check_int("MoUEConfig", "stride", self.stride, 0)
-        _check_int("MoUEConfig", "local_experts", self.local_experts, 0)
-        _check_int("MoUEConfig", "trajectory_dim", self.trajectory_dim, 0)
+            check_int("MoUEConfig", "stride", self.stride, 0)
+        check_int("MoUEConfig", "local_experts", self.local_experts, 0)
+        check_int("MoUEConfig", "trajectory_dim", self.trajectory_dim, 0)
         if not isinstance(self.exposure_correction, bool):
-            _fail("MoUEConfig", "exposure_correction", self.exposure_correction, "must be True or False")
+            fail("MoUEConfig", "exposure_correction", self.exposure_correction, "must be True or False")
 
     def layer_stride(self, num_layers: int) -> int:
         """The rotation step between consecutive layers' windows."""
@@ -208,27 +189,27 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         model_size(self.size)
-        _check_choice("ModelConfig", "kind", self.kind, MODEL_KINDS)
-        _check_choice("ModelConfig", "task", self.task, TASKS)
-        _check_int("ModelConfig", "input_dim", self.input_dim, 1)
-        _check_int("ModelConfig", "num_classes", self.num_classes, 2)
-        _check_int("ModelConfig", "vocab_size", self.vocab_size, 2)
+        check_choice("ModelConfig", "kind", self.kind, MODEL_KINDS)
+        check_choice("ModelConfig", "task", self.task, TASKS)
+        check_int("ModelConfig", "input_dim", self.input_dim, 1)
+        check_int("ModelConfig", "num_classes", self.num_classes, 2)
+        check_int("ModelConfig", "vocab_size", self.vocab_size, 2)
         for name in ("expert_hidden_ratio", "mlp_hidden_ratio"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0 or int(round(value * self.hidden_dim)) < 1:
-                _fail("ModelConfig", name, value, "must be > 0 and give a hidden width of at least 1")
+                fail("ModelConfig", name, value, "must be > 0 and give a hidden width of at least 1")
         if not isinstance(self.schedule, ScheduleConfig):
-            _fail("ModelConfig", "schedule", self.schedule, "must be a ScheduleConfig")
+            fail("ModelConfig", "schedule", self.schedule, "must be a ScheduleConfig")
         if not isinstance(self.router, RouterConfig):
-            _fail("ModelConfig", "router", self.router, "must be a RouterConfig")
+            fail("ModelConfig", "router", self.router, "must be a RouterConfig")
         if self.kind == "moue":
             if not isinstance(self.moue, MoUEConfig):
-                _fail("ModelConfig", "moue", self.moue, "kind='moue' needs a MoUEConfig (e.g. moue=MoUEConfig(pool_size=16))")
+                fail("ModelConfig", "moue", self.moue, "kind='moue' needs a MoUEConfig (e.g. moue=MoUEConfig(pool_size=16))")
             widest = max(self.experts_per_layer())
             if widest > self.moue.pool_size:
-                _fail("ModelConfig", "moue", self.moue, f"pool_size must be >= the widest layer's window E_l = {widest} (raise pool_size)")
+                fail("ModelConfig", "moue", self.moue, f"pool_size must be >= the widest layer's window E_l = {widest} (raise pool_size)")
         elif self.moue is not None:
-            _fail("ModelConfig", "moue", self.moue, f"is only for kind='moue' (kind is {self.kind!r}): leave it None")
+            fail("ModelConfig", "moue", self.moue, f"is only for kind='moue' (kind is {self.kind!r}): leave it None")
 
     @property
     def num_layers(self) -> int:
@@ -252,8 +233,6 @@ class ModelConfig:
 
     def experts_per_layer(self) -> list[int]:
         """E_l for l = 0..L-1 from the schedule (empty meaning for the MLP: one block a layer)."""
-        from .schedules import expert_counts
-
         s = self.schedule
         return expert_counts(s.name, self.num_layers, s.e_min, s.e_max)
 
@@ -294,15 +273,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            _fail("TrainConfig", "lr", self.lr, "must be > 0")
+            fail("TrainConfig", "lr", self.lr, "must be > 0")
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                _fail("TrainConfig", name, value, "must be in [0, 1)")
+                fail("TrainConfig", name, value, "must be in [0, 1)")
         if not isinstance(self.eps, (int, float)) or not self.eps > 0:
-            _fail("TrainConfig", "eps", self.eps, "must be > 0")
+            fail("TrainConfig", "eps", self.eps, "must be > 0")
         if not isinstance(self.weight_decay, (int, float)) or not self.weight_decay >= 0:
-            _fail("TrainConfig", "weight_decay", self.weight_decay, "must be >= 0")
-        _check_int("TrainConfig", "batch_size", self.batch_size, 1)
-        _check_int("TrainConfig", "epochs", self.epochs, 1)
-        _check_int("TrainConfig", "eval_batch_size", self.eval_batch_size, 1)
+            fail("TrainConfig", "weight_decay", self.weight_decay, "must be >= 0")
+        check_int("TrainConfig", "batch_size", self.batch_size, 1)
+        check_int("TrainConfig", "epochs", self.epochs, 1)
+        check_int("TrainConfig", "eval_batch_size", self.eval_batch_size, 1)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from .config import SCHEDULES, ScheduleConfig
+from .validate import check_int
+
+SCHEDULES = ("uniform", "descending", "ascending", "pyramid-up", "pyramid-down", "wave-up", "wave-down")
 
 
 def _position(layer: int, num_layers: int) -> Fraction:
@@ -55,6 +57,17 @@ def _raw(schedule: str, p: Fraction, e_min: int, e_max: int) -> Fraction | float
     return wave if schedule == "wave-down" else (e_max + e_min) - wave
 
 
+def check_bounds(e_min: int, e_max: int) -> None:
+    """Raise ``ValueError`` unless ``1 <= e_min <= e_max`` (``ScheduleConfig``'s own check)."""
+    check_int("ScheduleConfig", "e_min", e_min, 1)
+    check_int("ScheduleConfig", "e_max", e_max, 1)
+    if e_min > e_max:
+        raise ValueError(
+            f"ScheduleConfig: e_min = {e_min} > e_max = {e_max}; E_min must not exceed E_max "
+            "(swap them, or use the 'ascending' schedule to put the large count last)"
+        )
+
+
 def expert_counts(schedule: str, num_layers: int, e_min: int, e_max: int) -> list[int]:
     """Experts per layer ``[E_0, ..., E_{L-1}]`` of ``schedule`` (Eq. 8-12, see the module docstring).
 
@@ -64,7 +77,7 @@ def expert_counts(schedule: str, num_layers: int, e_min: int, e_max: int) -> lis
         raise ValueError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"num_layers = {num_layers!r} is invalid: must be an integer >= 1")
-    ScheduleConfig(schedule, e_min, e_max)  # validates the bounds with the config's messages
+    check_bounds(e_min, e_max)
     return [
         min(e_max, max(e_min, _round_half_up(_raw(schedule, _position(layer, num_layers), e_min, e_max)))) for layer in range(num_layers)
     ]
