@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
+from backends.spec.ops import Ops
 
-class KerasOps:
-    """``spec.ops.NumpyOps`` in ``keras.ops``; ``dtype`` is the float type of constants made without ``like``.
+
+class KerasOps(Ops):
+    """``spec.ops.Ops`` in ``keras.ops``; ``dtype`` is the float type of constants made without ``like``.
 
     Every primitive has a static output shape (the routing's dynamic expert count is a mask), so the
     same code runs eagerly and under ``jax.jit``.
@@ -19,7 +19,7 @@ class KerasOps:
     (keras-team/keras#23223, #23704), and the ops that call it lose float64: ``keras.ops.mean``
     computes in float32 on every backend, ``keras.ops.matmul`` returns float32 on PyTorch, and a Python
     scalar in ``keras.ops.where`` becomes a float32 tensor. So ``matmul`` is an ``einsum`` (same
-    contraction, dtype kept), ``mean`` is a sum over the static count, and ``where`` makes its scalars in
+    contraction, dtype kept), ``mean`` is the base class's sum over the static count, and ``where`` makes its scalars in
     the other operand's dtype; the float64 parity tests guard the rest.
     """
 
@@ -31,9 +31,6 @@ class KerasOps:
     def constant(self, value, like=None):
         dtype = self.dtype if like is None else ops.dtype(like)
         return ops.convert_to_tensor(np.asarray(value), dtype=dtype)
-
-    def shape(self, x) -> tuple[int, ...]:
-        return tuple(x.shape)
 
     def matmul(self, a, b):
         return ops.einsum("...ij,...jk->...ik", a, b)
@@ -59,11 +56,6 @@ class KerasOps:
     def sum(self, x, axis=None, keepdims=False):
         return ops.sum(x, axis=axis, keepdims=keepdims)
 
-    def mean(self, x, axis=None, keepdims=False):
-        shape = tuple(x.shape)
-        axes = range(len(shape)) if axis is None else [axis] if isinstance(axis, int) else axis
-        return ops.sum(x, axis=axis, keepdims=keepdims) / math.prod([shape[a] for a in axes])
-
     def where(self, cond, a, b):
         if isinstance(b, (int, float)):
             b = ops.convert_to_tensor(b, dtype=ops.dtype(a))
@@ -80,6 +72,9 @@ class KerasOps:
     def expand_dims(self, x, axis):
         return ops.expand_dims(x, axis)
 
+    def squeeze(self, x, axis):
+        return ops.squeeze(x, axis=axis)
+
     def transpose(self, x, axes):
         return ops.transpose(x, axes)
 
@@ -93,15 +88,13 @@ class KerasOps:
         return ops.cast(x, ops.dtype(like))
 
     def take_rows(self, table, ids):
-        """``table[ids]``: embedding lookup of integer ids."""
         return ops.take(table, ids, axis=0)
+
+    def take_along_axis(self, x, indices, axis):
+        return ops.take_along_axis(x, indices, axis=axis)
 
     def arange(self, n: int, like):
         return ops.arange(n, dtype=ops.dtype(like))
-
-    def one_hot_pick(self, logp, labels):
-        """``logp[..., labels]`` picked per row: the log-probability of each row's label."""
-        return ops.squeeze(ops.take_along_axis(logp, ops.expand_dims(labels, -1), axis=-1), axis=-1)
 
     def cumsum(self, x, axis):
         return ops.cumsum(x, axis=axis, dtype=ops.dtype(x))

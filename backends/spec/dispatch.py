@@ -11,7 +11,8 @@ Every method computes the same sum (only the floating-point summation order diff
   and no (E, N, d) intermediate: the same FLOPs as ``"batched"`` in far fewer, larger kernels.
 - ``"sparse"``: sort the selected (token, expert) pairs by expert, gather their tokens, run each expert
   on its own tokens only, scatter the weighted outputs back (``index_add``). Active FLOPs only, but data-
-  dependent shapes: eager backends whose ops have ``nonzero`` (PyTorch) only; compilers need static shapes.
+  dependent shapes: eager backends whose ops declare ``supports_nonzero`` (PyTorch) only; compilers need
+  static shapes.
 
 Which one runs is a backend-level setting chosen from measurements (``python -m harness bench --dispatch``
 compares them), never a model-config field: ``ops.expert_dispatch`` (a method name, or a dict from the
@@ -23,8 +24,10 @@ from __future__ import annotations
 
 import contextlib
 
+from .ops import Ops
+
 METHODS = ("batched", "concat", "sparse")
-DEFAULT = "concat"
+DEFAULT = Ops.expert_dispatch
 _override: list[str] = []
 
 
@@ -44,10 +47,10 @@ def method(ops, hidden_dim: int) -> str:
     """The dispatch ``ops`` uses for layers of width ``hidden_dim`` (an override from ``use`` first)."""
     if _override:
         return _override[-1]
-    choice = getattr(ops, "expert_dispatch", DEFAULT)
+    choice = ops.expert_dispatch
     if isinstance(choice, dict):
         choice = choice.get(hidden_dim, DEFAULT)
-    if choice == "sparse" and not hasattr(ops, "nonzero"):
+    if choice == "sparse" and not ops.supports_nonzero:
         return DEFAULT
     return choice
 
@@ -70,7 +73,8 @@ def concat(ops, p: dict, h, weights):
 
 
 def sparse(ops, p: dict, h, weights):
-    """Each expert on its selected tokens only (``weights > 0``); needs ``ops.nonzero``/``index_add``."""
+    """Each expert on its selected tokens only (``weights > 0``); needs ``ops.nonzero``/``index_add``
+    (``ops.supports_nonzero``)."""
     n_experts = ops.shape(p["w1"])[0]
     y = h * 0.0
     for e in range(n_experts):

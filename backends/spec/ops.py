@@ -1,18 +1,136 @@
-"""The array primitives the spec's math is written against, and their NumPy implementation.
+"""The array primitives the spec's math is written against (``Ops``) and their NumPy implementation.
 
-Every backend provides one small class with these names (``backends/<name>/ops.py``), in the manner of
-einops' ``_backends.py``: the model's math (``spec.routing``, ``spec.forward``) is written once against
-this interface, so the frameworks differ only in how a primitive is evaluated, never in the formula.
+Every backend subclasses ``Ops`` once (``backends/<name>/ops.py``), in the manner of einops'
+``_backends.py``: the model's math (``spec.dynamic``, ``spec.routers``, ``spec.forward``) is written once
+against this interface, so the frameworks differ only in how a primitive is evaluated, never in the formula.
+A subclass implements the abstract primitives and overrides a default only where its framework differs.
 Arithmetic operators (+, -, *, /, comparisons) and integer indexing of the last axis are used directly;
 everything else goes through an ``ops`` object.
+
+Capabilities are declared attributes, never probed:
+
+- ``supports_nonzero``: the class has ``nonzero`` and ``index_add`` (data-dependent shapes, eager
+  only), which the sparse expert dispatch needs (``spec.dispatch``).
+- ``expert_dispatch``: how expert mixtures are evaluated, a ``spec.dispatch.METHODS`` name or a dict
+  from the hidden width d to one; the default is the spec's ``"concat"``.
 """
 
 from __future__ import annotations
 
+import math
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 
-class NumpyOps:
+class Ops(ABC):
+    """The interface; ``dtype`` is the float type of constants created without ``like``."""
+
+    name = "ops"
+    supports_nonzero: bool = False
+    expert_dispatch: str | dict = "concat"
+
+    @abstractmethod
+    def constant(self, value, like=None):
+        """``value`` as an array of ``like``'s dtype (and device), else of ``self.dtype``."""
+
+    @abstractmethod
+    def matmul(self, a, b):
+        """``a @ b``, batched over leading axes."""
+
+    @abstractmethod
+    def exp(self, x): ...
+
+    @abstractmethod
+    def log(self, x): ...
+
+    @abstractmethod
+    def sqrt(self, x): ...
+
+    @abstractmethod
+    def relu(self, x): ...
+
+    @abstractmethod
+    def max(self, x, axis, keepdims=False): ...
+
+    @abstractmethod
+    def sum(self, x, axis=None, keepdims=False): ...
+
+    @abstractmethod
+    def where(self, cond, a, b): ...
+
+    @abstractmethod
+    def sort(self, x, axis=-1):
+        """Values sorted ascending along ``axis``."""
+
+    @abstractmethod
+    def reshape(self, x, shape): ...
+
+    @abstractmethod
+    def expand_dims(self, x, axis): ...
+
+    @abstractmethod
+    def squeeze(self, x, axis): ...
+
+    @abstractmethod
+    def transpose(self, x, axes): ...
+
+    @abstractmethod
+    def logical_and(self, a, b): ...
+
+    @abstractmethod
+    def logical_or(self, a, b): ...
+
+    @abstractmethod
+    def to_float(self, x, like):
+        """``x`` (bool or int) cast to ``like``'s float dtype."""
+
+    @abstractmethod
+    def take_rows(self, table, ids):
+        """``table[ids]``: embedding lookup of integer ids."""
+
+    @abstractmethod
+    def take_along_axis(self, x, indices, axis):
+        """``x`` gathered at integer ``indices`` (same rank as ``x``) along ``axis``."""
+
+    @abstractmethod
+    def arange(self, n: int, like):
+        """``0, 1, ..., n - 1`` as floats of ``like``'s dtype (expert indices: ties broken by them)."""
+
+    @abstractmethod
+    def cumsum(self, x, axis):
+        """Inclusive running sum along ``axis`` (token positions within an expert's capacity)."""
+
+    @abstractmethod
+    def take(self, x, indices, axis):
+        """``x`` restricted to the static integer ``indices`` (a tuple) along ``axis`` (a MoUE window)."""
+
+    @abstractmethod
+    def concat(self, xs, axis): ...
+
+    @abstractmethod
+    def stop_gradient(self, x): ...
+
+    def shape(self, x) -> tuple[int, ...]:
+        return tuple(x.shape)
+
+    def mean(self, x, axis=None, keepdims=False):
+        """The sum over the static element count."""
+        shape = tuple(x.shape)
+        axes = range(len(shape)) if axis is None else [axis] if isinstance(axis, int) else axis
+        return self.sum(x, axis=axis, keepdims=keepdims) / math.prod([shape[a] for a in axes])
+
+    def logsumexp(self, x, axis=-1):
+        """``log(sum(exp(x)))`` along ``axis`` (dropped), shifted by the maximum for stability."""
+        top = self.max(x, axis, keepdims=True)
+        return self.squeeze(top, axis) + self.log(self.sum(self.exp(x - top), axis=axis))
+
+    def one_hot_pick(self, logp, labels):
+        """``logp[..., labels]`` picked per row: the log-probability of each row's label."""
+        return self.squeeze(self.take_along_axis(logp, self.expand_dims(labels, -1), -1), -1)
+
+
+class NumpyOps(Ops):
     """NumPy primitives; ``dtype`` is the float type of constants it creates (float64 for the reference)."""
 
     name = "numpy"
@@ -23,9 +141,6 @@ class NumpyOps:
     def constant(self, value, like=None):
         dtype = self.dtype if like is None else like.dtype
         return np.asarray(value, dtype=dtype)
-
-    def shape(self, x) -> tuple[int, ...]:
-        return tuple(x.shape)
 
     def matmul(self, a, b):
         return np.matmul(a, b)
@@ -45,11 +160,6 @@ class NumpyOps:
     def max(self, x, axis, keepdims=False):
         return np.max(x, axis=axis, keepdims=keepdims)
 
-    def logsumexp(self, x, axis=-1):
-        """``log(sum(exp(x)))`` along ``axis`` (dropped), shifted by the maximum for stability."""
-        top = np.max(x, axis=axis, keepdims=True)
-        return np.squeeze(top, axis) + np.log(np.sum(np.exp(x - top), axis=axis))
-
     def sum(self, x, axis=None, keepdims=False):
         return np.sum(x, axis=axis, keepdims=keepdims)
 
@@ -68,6 +178,9 @@ class NumpyOps:
     def expand_dims(self, x, axis):
         return np.expand_dims(x, axis)
 
+    def squeeze(self, x, axis):
+        return np.squeeze(x, axis)
+
     def transpose(self, x, axes):
         return np.transpose(x, axes)
 
@@ -81,23 +194,18 @@ class NumpyOps:
         return x.astype(like.dtype)
 
     def take_rows(self, table, ids):
-        """``table[ids]``: embedding lookup of integer ids."""
         return table[ids]
 
+    def take_along_axis(self, x, indices, axis):
+        return np.take_along_axis(x, indices, axis=axis)
+
     def arange(self, n: int, like):
-        """``0, 1, ..., n - 1`` as floats of ``like``'s dtype (expert indices: ties broken by them)."""
         return np.arange(n, dtype=like.dtype)
 
-    def one_hot_pick(self, logp, labels):
-        """``logp[..., labels]`` picked per row: the log-probability of each row's label."""
-        return np.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
-
     def cumsum(self, x, axis):
-        """Inclusive running sum along ``axis`` (token positions within an expert's capacity)."""
         return np.cumsum(x, axis=axis)
 
     def take(self, x, indices, axis):
-        """``x`` restricted to the static integer ``indices`` (a tuple) along ``axis`` (a MoUE window)."""
         return np.take(x, np.asarray(indices, dtype=np.int64), axis=axis)
 
     def concat(self, xs, axis):

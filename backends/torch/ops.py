@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from backends.spec.ops import Ops
 
-class TorchOps:
+
+class TorchOps(Ops):
+    """PyTorch primitives; eager PyTorch has the data-dependent ``nonzero`` the sparse dispatch needs."""
+
     name = "torch"
+    supports_nonzero = True
 
     def __init__(self, dtype: torch.dtype = torch.float32):
         self.dtype = dtype
@@ -15,9 +20,6 @@ class TorchOps:
         if like is None:
             return torch.as_tensor(value, dtype=self.dtype)
         return torch.as_tensor(value, dtype=like.dtype, device=like.device)
-
-    def shape(self, x):
-        return tuple(x.shape)
 
     def matmul(self, a, b):
         return torch.matmul(a, b)
@@ -58,6 +60,9 @@ class TorchOps:
     def expand_dims(self, x, axis):
         return torch.unsqueeze(x, axis)
 
+    def squeeze(self, x, axis):
+        return torch.squeeze(x, axis)
+
     def transpose(self, x, axes):
         return x.permute(*axes)
 
@@ -84,8 +89,8 @@ class TorchOps:
         """``x`` with ``values[i]`` added to row ``index[i]`` (out of place)."""
         return torch.index_add(x, 0, index, values)
 
-    def one_hot_pick(self, logp, labels):
-        return torch.gather(logp, -1, labels.unsqueeze(-1)).squeeze(-1)
+    def take_along_axis(self, x, indices, axis):
+        return torch.gather(x, axis, indices)
 
     def cumsum(self, x, axis):
         return torch.cumsum(x, dim=axis)
