@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.spec.routing import gate_threshold
+from backends.spec.dynamic import gate_threshold
 
 
 def max_abs_error(a, ref) -> float:

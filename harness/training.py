@@ -21,7 +21,7 @@ import backends
 from backends.spec import rng
 from backends.spec.config import ModelConfig, TrainConfig
 from backends.spec.init import init_params
-from backends.spec.moue import layer_widths
+from backends.spec.kinds import layer_widths
 from backends.spec.optim import learning_rate
 from backends.spec.stats import layer_stats
 

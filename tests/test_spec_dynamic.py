@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from backends.spec import combine_weights, select_experts
-from backends.spec.routing import expert_ranks, gate_threshold, token_scope_count
+from backends.spec.dynamic import expert_ranks, gate_threshold, token_scope_count
 
 finite = st.floats(-5, 5, allow_nan=False, width=64)
 
@@ -54,7 +54,7 @@ def test_ties_at_threshold_are_selected_and_clamps_break_ties_by_index():
 
 @pytest.mark.parametrize(("experts", "count"), [(8, 3), (6, 2), (3, 1), (16, 5), (4, 1), (1, 1)])
 def test_token_scope_is_a_fixed_count(experts, count):
-    # PAPERS.md section 1 item 1: Eq. 4 read per token selects a count fixed by E alone.
+    # ../shared/spec/PAPERS.md section 1 item 1: Eq. 4 read per token selects a count fixed by E alone.
     assert token_scope_count(experts, 70) == count
     g = softmax(np.random.default_rng(experts).standard_normal((500, experts)))
     assert (select_experts(g, 70, 1, experts, scope="token").sum(axis=1) == count).all()

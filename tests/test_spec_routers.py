@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from backends.spec import ModelConfig, RouterConfig, ScheduleConfig, init_params
 from backends.spec import forward as F
 from backends.spec.accounting import active_flops_per_token, expected_active, layer_flops, matched_mlp, parameter_count
+from backends.spec.losses import aux_loss, training_loss
 from backends.spec.ops import NumpyOps
-from backends.spec.routers import aux_loss, capacity, route_logits, switch_loss, training_loss
+from backends.spec.routers import capacity, route_logits, switch_loss
 
 OPS = NumpyOps()
 

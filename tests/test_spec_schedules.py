@@ -38,7 +38,7 @@ def test_table3_configurations(e_max, e_min, expected):
     ],
 )
 def test_reconstructed_values(num_layers, schedule, expected):
-    # Values tabulated in PAPERS.md section 2.6 (and the spec's wave choice).
+    # Values tabulated in ../shared/spec/PAPERS.md section 2.6 (and the spec's wave choice).
     assert expert_counts(schedule, num_layers, 1, 8) == expected
 
 

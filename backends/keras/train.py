@@ -21,7 +21,7 @@ from backends.spec import forward as F
 from backends.spec.config import TrainConfig
 from backends.spec.init import param_shapes
 from backends.spec.optim import check_optimizer_state
-from backends.spec.routers import training_loss
+from backends.spec.losses import training_loss
 
 from .layers import OPS
 from .model import _Network, labels_tensor, noise_tensors, to_tensor
@@ -120,7 +120,7 @@ _evaluate_compiled = compile_fn(_evaluate, static_argnums=0)
 
 
 def _loss_of(model: _Network):
-    """The training loss (cross-entropy + ``balance_weight`` x balancing loss, ``spec.routers.training_loss``)
+    """The training loss (cross-entropy + ``balance_weight`` x balancing loss, ``spec.losses.training_loss``)
     as a function of the model's variable values (``stateless_call``)."""
 
     def loss(trainable, non_trainable, x, y, noises):

@@ -16,14 +16,14 @@ from backends.spec import forward as F
 from backends.spec.config import TrainConfig
 from backends.spec.init import param_shapes
 from backends.spec.optim import check_optimizer_state
-from backends.spec.routers import training_loss
+from backends.spec.losses import training_loss
 
 from .layers import OPS
 from .model import _Network, labels_tensor, noise_tensors, to_tensor
 
 
 def _loss(model: _Network, x, y, noises):
-    """The training loss: cross-entropy + ``balance_weight`` x balancing loss (``spec.routers.training_loss``)."""
+    """The training loss: cross-entropy + ``balance_weight`` x balancing loss (``spec.losses.training_loss``)."""
     logits, routings = model.forward_with_routing(x, noises)
     return training_loss(OPS, logits, y, routings, model.cfg)
 

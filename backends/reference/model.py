@@ -6,8 +6,8 @@ import numpy as np
 
 from backends.spec import forward as F
 from backends.spec.config import ModelConfig
+from backends.spec.losses import training_loss
 from backends.spec.ops import NumpyOps
-from backends.spec.routers import training_loss
 from backends.spec.stats import layer_stats
 
 OPS = NumpyOps(np.float64)
@@ -32,7 +32,7 @@ def forward(params: dict, x, cfg: ModelConfig, noises=None) -> tuple[np.ndarray,
 
 def loss(params: dict, x, y, cfg: ModelConfig, noises=None) -> float:
     """The training loss on (x, y): mean cross-entropy, plus ``balance_weight`` times the balancing loss
-    when that is > 0 (``spec.routers.training_loss``; what every backend's ``gradients`` differentiates)."""
+    when that is > 0 (``spec.losses.training_loss``; what every backend's ``gradients`` differentiates)."""
     logits, routings = forward(params, x, cfg, noises)
     return float(training_loss(OPS, logits, np.asarray(y, dtype=np.int64), routings, cfg))
 

@@ -5,7 +5,7 @@ LayerNorm are left out (they are O(d) per token, below 1 % of the total for ever
 
 Our parameter counts against the paper's (MNIST input, 10 classes; ``expert_hidden_ratio`` 0.5,
 ``mlp_hidden_ratio`` 2; computed by ``paper_comparison`` and printed by ``python -m harness params``):
-no single reading of "expert" matches Tables 1-3 (PAPERS.md section 1 item 7). The MLP with hidden 2d
+no single reading of "expert" matches Tables 1-3 (``../shared/spec/PAPERS.md`` section 1 item 7). The MLP with hidden 2d
 gives Tiny 84,170 (paper 85K, -1 %) and Small 365,706 (paper 340K, +7.6 %), but Medium 1.78M and Large
 8.81M (paper 1.4M, 5.6M: Table 1's x4 progression fits no constant hidden ratio). Expert width d/2
 gives the Small descending model 402,698 (paper 380K, +6.0 %). The paper's counts are the same 380K for every schedule
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from math import comb, prod
 
-from .config import ModelConfig, RouterConfig
+from .config import SCHEDULES, SIZES, ModelConfig, RouterConfig, ScheduleConfig
+from .dynamic import token_scope_count
 from .init import param_shapes
-from .moue import layer_widths
-from .routing import token_scope_count
+from .kinds import layer_widths, of
 
 
 def parameter_count(cfg: ModelConfig) -> int:
@@ -59,17 +59,12 @@ def expert_flops(cfg: ModelConfig) -> int:
 
 
 def layer_flops(cfg: ModelConfig, layer: int, active: float | None = None) -> float:
-    """Per-token FLOPs of layer ``layer``: ``E[k_l] 4 d d_h + 2 d E_l`` (Eq. 15), or ``4 d h`` (MLP)."""
-    d = cfg.hidden_dim
-    if cfg.kind == "mlp":
-        return 4.0 * d * cfg.mlp_hidden
-    experts = layer_widths(cfg)[layer]
-    k = expected_active(experts, cfg.router) if active is None else active
-    if cfg.kind == "moue":
-        # the universal router reads [h ; r] (d + r) over the layer's slots; the state update w A is 2 r slots
-        r = cfg.moue.trajectory_dim
-        return k * expert_flops(cfg) + 2.0 * (d + r) * experts + 2.0 * r * experts
-    return k * expert_flops(cfg) + 2.0 * d * experts
+    """Per-token FLOPs of layer ``layer`` by its kind (``Kind.layer_flops``): DynaMoE's
+    ``E[k_l] 4 d d_h + 2 d E_l`` (Eq. 15), the MLP's ``4 d h``; ``active`` defaults to ``expected_active``."""
+    widths = layer_widths(cfg)
+    if widths and active is None:
+        active = expected_active(widths[layer], cfg.router)
+    return of(cfg).layer_flops(cfg, layer, active)
 
 
 def active_flops_per_token(cfg: ModelConfig, active: list[float] | None = None) -> float:
@@ -84,19 +79,17 @@ def active_flops_per_token(cfg: ModelConfig, active: list[float] | None = None) 
 
 def flops_bounds(cfg: ModelConfig) -> tuple[float, float]:
     """Eq. 16: per-token FLOPs with every layer at k_min and at k_max active experts."""
-    if cfg.kind == "mlp":
+    widths = layer_widths(cfg)
+    if not widths or cfg.router.kind != "dynamic":
         flops = active_flops_per_token(cfg)
         return flops, flops
-    if cfg.router.kind != "dynamic":
-        flops = active_flops_per_token(cfg)
-        return flops, flops
-    bounds = [cfg.router.layer_bounds(e) for e in layer_widths(cfg)]
+    bounds = [cfg.router.layer_bounds(e) for e in widths]
     return (active_flops_per_token(cfg, [float(lo) for lo, _ in bounds]), active_flops_per_token(cfg, [float(hi) for _, hi in bounds]))
 
 
 def _layer_params(cfg: ModelConfig) -> int:
     """Parameters of the residual layers (MoE, MoUE pool and locals, or MLP blocks)."""
-    return sum(prod(s) for name, s in param_shapes(cfg).items() if name.startswith(("layers.", "pool.")))
+    return sum(prod(s) for s in of(cfg).layer_shapes(cfg).values())
 
 
 def matched_mlp(cfg: ModelConfig, by: str = "params") -> ModelConfig:
@@ -130,17 +123,12 @@ def efficiency(accuracy_percent: float, params: int) -> float:
     return accuracy_percent / (params / 10_000)
 
 
-# The paper's parameter counts: (table, row, ModelConfig arguments, paper count).
+# The paper's parameter counts: (table, row, ModelConfig arguments, paper count); Table 1's are the
+# sizes' own (``config.ModelSize.paper_params``).
 PAPER_COUNTS = [
-    *[
-        ("Table 1", size, {"size": size, "kind": "mlp"}, n)
-        for size, n in (("tiny", 85_000), ("small", 340_000), ("medium", 1_400_000), ("large", 5_600_000))
-    ],
+    *[("Table 1", size.name, {"size": size.name, "kind": "mlp"}, size.paper_params) for size in SIZES.values()],
     ("Table 2", "MLP baseline", {"kind": "mlp"}, 340_000),
-    *[
-        ("Table 2", name, {"schedule": name}, 380_000)
-        for name in ("uniform", "descending", "ascending", "pyramid-up", "pyramid-down", "wave-up", "wave-down")
-    ],
+    *[("Table 2", name, {"schedule": name}, 380_000) for name in SCHEDULES],
     *[
         ("Table 3", f"E{hi}-{lo}", {"schedule": ("descending", lo, hi)}, n)
         for hi, lo, n in ((2, 1, 290_000), (4, 1, 325_000), (8, 1, 380_000), (16, 1, 520_000), (8, 2, 390_000), (8, 4, 410_000))
@@ -150,8 +138,6 @@ PAPER_COUNTS = [
 
 def paper_comparison(base: ModelConfig | None = None) -> list[dict]:
     """Our parameter count beside every count the paper prints (Tables 1-3), with the relative gap."""
-    from .config import ScheduleConfig
-
     base = base or ModelConfig()
     rows = []
     for table, row, changes, paper in PAPER_COUNTS:

@@ -1,8 +1,9 @@
-"""Dynamic token-level expert selection (Eq. 4-5, Algorithm 1) and its combine weights (Eq. 6).
+"""DynaMoE's dynamic router (``RouterConfig.kind = "dynamic"``): token-level expert selection (Eq. 4-5,
+Algorithm 1) and its combine weights (Eq. 6); the other routers: ``spec.routers``.
 
 Written once against the ``ops`` interface (``spec.ops``); called with NumPy arrays it needs no ``ops``.
 
-Decisions the paper left open (evidence: ``shared/spec/PAPERS.md`` section 1 items 1-3):
+Decisions the paper left open (evidence: ``../shared/spec/PAPERS.md`` section 1 items 1-3):
 
 - **Percentile rule.** ``P_tau`` is the "linear" interpolation of NumPy's ``percentile`` (method 7 of
   Hyndman & Fan): over ``n`` values sorted ascending ``v_0 <= ... <= v_{n-1}``, ``pos = tau/100 * (n-1)``,

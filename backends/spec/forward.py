@@ -4,23 +4,29 @@ The reference evaluates it with NumPy in float64; every backend evaluates it wit
 its own parameter containers. Parameter names and shapes are ``spec.init.param_shapes``.
 
 Network: ``h_0 = x W_in + b_in`` (or a token embedding), ``h_l = h_{l-1} + F_l(h_{l-1})`` with F_l a
-DynaMoE layer (or one feed-forward block for the MLP baseline), ``LayerNorm(h_L)``, then a linear head.
-Weights are stored (in, out): ``y = x @ W + b``. No per-layer normalisation (the paper names one
-LayerNorm, after the last layer).
+DynaMoE layer (or one feed-forward block for the MLP baseline; the layers are the kind's,
+``spec.kinds``), ``LayerNorm(h_L)``, then a linear head. Weights are stored (in, out): ``y = x @ W + b``.
+No per-layer normalisation (the paper names one LayerNorm, after the last layer).
 """
 
 from __future__ import annotations
 
 from . import dispatch
 from .config import ModelConfig, RouterConfig
+from .kinds import of
 from .routers import Routing, route_logits, softmax  # noqa: F401  (Routing and softmax live in spec.routers)
 
 
-def layer_norm(ops, h, gamma, beta, eps: float):
+def normalise(ops, h, eps: float):
+    """LayerNorm without its affine parameters: ``(h - mean) / sqrt(var + eps)`` over the last axis."""
     mean = ops.mean(h, axis=-1, keepdims=True)
     centred = h - mean
     var = ops.mean(centred * centred, axis=-1, keepdims=True)
-    return centred / ops.sqrt(var + eps) * gamma + beta
+    return centred / ops.sqrt(var + eps)
+
+
+def layer_norm(ops, h, gamma, beta, eps: float):
+    return normalise(ops, h, eps) * gamma + beta
 
 
 def feed_forward(ops, h, w1, b1, w2, b2):
@@ -33,7 +39,7 @@ def route(ops, h, gate_weight, noise, router: RouterConfig) -> Routing:
 
     ``noise`` (N, E) or ``None`` is added to the gate probabilities. DynaMoE (``kind="dynamic"``): the
     selection (Eq. 4-5) and the weights (Eq. 6) both use the noisy values (Algorithm 1 as reconstructed
-    in PAPERS.md section 2.4). The baselines: ``spec.routers``.
+    in ``../shared/spec/PAPERS.md`` section 2.4). The baselines: ``spec.routers``.
     """
     return route_logits(ops, ops.matmul(h, gate_weight), noise, router)
 
@@ -78,24 +84,11 @@ def model_forward(ops, params: dict, x, cfg: ModelConfig, noises=None):
     """Logits and per-layer routings of the whole network.
 
     ``x``: (B, input_dim) floats or (B, T) token ids; ``noises``: per-layer gate noise (training) or
-    ``None``, shapes ``spec.moue.layer_widths``. MoUE's layers: ``spec.moue.moue_layers``.
+    ``None``, shapes ``spec.kinds.layer_widths``. The residual layers are ``cfg.kind``'s (``spec.kinds``).
     Returns ``(logits, routings)``: logits (B, C) or (B, T, V); routings a list of ``Routing``
     (empty for the MLP). In ``lm`` every position is a token of the layer's routing batch.
     """
-    h = embed(ops, params, x, cfg)
-    routings = []
-    if cfg.kind == "moue":
-        from .moue import moue_layers
-
-        h, routings = moue_layers(ops, params, h, cfg, noises)
-    for layer in range(cfg.num_layers if cfg.kind != "moue" else 0):
-        p = layer_params(params, cfg, layer)
-        if cfg.kind == "dynamoe":
-            y, routing = dynamoe_layer(ops, p, h, None if noises is None else noises[layer], cfg.router)
-            routings.append(routing)
-        else:
-            y = feed_forward(ops, h, p["w1"], p["b1"], p["w2"], p["b2"])
-        h = h + y
+    h, routings = of(cfg).layers(ops, params, embed(ops, params, x, cfg), cfg, noises)
     h = layer_norm(ops, h, params["norm.gamma"], params["norm.beta"], cfg.layer_norm_eps)
     logits = ops.matmul(h, params["head.weight"]) + params["head.bias"]
     if cfg.task == "lm":

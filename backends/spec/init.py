@@ -20,12 +20,14 @@ import numpy as np
 
 from . import rng
 from .config import ModelConfig
+from .kinds import of
 
 EMBED_STD = 0.02
 
 
 def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every parameter's name and shape, in a fixed order (the order of export and of optimiser state)."""
+    """Every parameter's name and shape, in a fixed order (the order of export and of optimiser state):
+    the input projection or embedding, the kind's residual layers (``spec.kinds``), LayerNorm, head."""
     d = cfg.hidden_dim
     shapes: dict[str, tuple[int, ...]] = {}
     if cfg.task == "lm":
@@ -33,24 +35,7 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     else:
         shapes["input.weight"] = (cfg.input_dim, d)
         shapes["input.bias"] = (d,)
-    if cfg.kind == "dynamoe":
-        dh = cfg.expert_hidden
-        for layer, experts in enumerate(cfg.experts_per_layer()):
-            prefix = f"layers.{layer}."
-            shapes[prefix + "gate.weight"] = (d, experts)
-            shapes[prefix + "experts.w1"] = (experts, d, dh)
-            shapes[prefix + "experts.b1"] = (experts, dh)
-            shapes[prefix + "experts.w2"] = (experts, dh, d)
-            shapes[prefix + "experts.b2"] = (experts, d)
-    elif cfg.kind == "moue":
-        from .moue import pool_shapes
-
-        shapes.update(pool_shapes(cfg))
-    else:
-        h = cfg.mlp_hidden
-        for layer in range(cfg.num_layers):
-            prefix = f"layers.{layer}.ffn."
-            shapes.update({prefix + "w1": (d, h), prefix + "b1": (h,), prefix + "w2": (h, d), prefix + "b2": (d,)})
+    shapes.update(of(cfg).layer_shapes(cfg))
     shapes["norm.gamma"] = (d,)
     shapes["norm.beta"] = (d,)
     shapes["head.weight"] = (d, cfg.output_dim)
@@ -72,17 +57,16 @@ def check_params(cfg: ModelConfig, names_shapes: dict[str, tuple[int, ...]]) -> 
 
 
 def fan_in(name: str, shape: tuple[int, ...], cfg: ModelConfig) -> int:
-    """Input width of the linear map a weight or bias belongs to."""
+    """Input width of the linear map a weight or bias belongs to (the kind's own rule first)."""
+    own = of(cfg).fan_in(name, shape, cfg)
+    if own is not None:
+        return own
     if name.startswith("input."):
         return cfg.input_dim
     if name.endswith(("experts.w2", "experts.b2")):
         return cfg.expert_hidden
     if name.endswith(("ffn.w2", "ffn.b2")):
         return cfg.mlp_hidden
-    if cfg.kind == "moue" and name.endswith("gate.weight"):
-        return cfg.hidden_dim + cfg.moue.trajectory_dim  # the universal router reads [h ; r]
-    if name.endswith("trajectory.weight"):
-        return shape[-1]  # an embedding into the r-dimensional trajectory state
     return cfg.hidden_dim
 
 

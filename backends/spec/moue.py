@@ -1,6 +1,7 @@
-"""Mixture of Universal Experts (Chen et al. 2026, arXiv 2603.04971; ``shared/spec/MOUE.md``).
+"""Mixture of Universal Experts (Chen et al. 2026, arXiv 2603.04971; ``../shared/spec/MOUE.md``): the
+model kind ``"moue"``, registered in ``spec.kinds`` on import.
 
-Only the abstract survives (PAPERS.md section 3): a universal expert pool reused by every layer, a
+Only the abstract survives (``../shared/spec/PAPERS.md`` section 3): a universal expert pool reused by every layer, a
 staggered rotational topology, a universal expert load balance (UELB) corrected for depth-aware exposure,
 and a universal router with a lightweight trajectory state; MoE checkpoints convert progressively.
 Everything below is our reading, each part a ``MoUEConfig`` option:
@@ -37,7 +38,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .accounting import expert_flops
 from .config import ModelConfig
+from .forward import expert_mixture, normalise
+from .init import init_params
+from .kinds import Kind, layer_widths, register
 from .routers import route_logits
 
 EXPERT_KEYS = ("w1", "b1", "w2", "b2")
@@ -56,14 +61,6 @@ def exposure(cfg: ModelConfig) -> np.ndarray:
     for window in windows(cfg):
         counts[list(window)] += 1
     return counts
-
-
-def layer_widths(cfg: ModelConfig) -> list[int]:
-    """Routing choices per layer (the width of its gates, masks and noise): E_l, + local experts for MoUE."""
-    if cfg.kind == "mlp":
-        return []
-    local = cfg.moue.local_experts if cfg.kind == "moue" else 0
-    return [e + local for e in cfg.experts_per_layer()]
 
 
 def routing_paths(cfg: ModelConfig) -> int:
@@ -107,16 +104,8 @@ def _slot_params(ops, params: dict, cfg: ModelConfig, layer: int, window: tuple[
     return p
 
 
-def _normalise(ops, r, eps: float):
-    mean = ops.mean(r, axis=-1, keepdims=True)
-    centred = r - mean
-    return centred / ops.sqrt(ops.mean(centred * centred, axis=-1, keepdims=True) + eps)
-
-
 def moue_layers(ops, params: dict, h, cfg: ModelConfig, noises=None):
     """The L residual MoUE layers on tokens ``h`` (N, d): returns ``(h_L, routings)`` (routings over slots)."""
-    from .forward import expert_mixture
-
     r_dim = cfg.moue.trajectory_dim
     state = ops.constant(np.zeros((ops.shape(h)[0], r_dim)), like=h) if r_dim else None
     routings = []
@@ -126,7 +115,7 @@ def moue_layers(ops, params: dict, h, cfg: ModelConfig, noises=None):
         routing = route_logits(ops, ops.matmul(router_in, p["gate"]), None if noises is None else noises[layer], cfg.router)
         y = expert_mixture(ops, p, h, routing.weights)
         if "trajectory" in p:
-            state = _normalise(ops, state + ops.matmul(routing.weights, p["trajectory"]), cfg.layer_norm_eps)
+            state = normalise(ops, state + ops.matmul(routing.weights, p["trajectory"]), cfg.layer_norm_eps)
         h = h + y
         routings.append(routing)
     return h, routings
@@ -172,8 +161,6 @@ def moe_to_moue(params: dict, moe_cfg: ModelConfig, moue_cfg: ModelConfig, seed:
     ``moe_cfg`` (kind ``dynamoe``) and ``moue_cfg`` (kind ``moue``) must share size, task, dimensions and
     schedule. Returns float64 arrays in ``param_shapes(moue_cfg)`` order.
     """
-    from .init import init_params
-
     if moe_cfg.kind != "dynamoe" or moue_cfg.kind != "moue":
         raise ValueError(f"moe_to_moue converts kind 'dynamoe' to 'moue', got {moe_cfg.kind!r} -> {moue_cfg.kind!r}")
     same = ("size", "task", "input_dim", "num_classes", "vocab_size", "schedule", "expert_hidden_ratio")
@@ -200,3 +187,32 @@ def moe_to_moue(params: dict, moe_cfg: ModelConfig, moue_cfg: ModelConfig, seed:
         if not name.startswith("layers."):
             out[name] = np.array(value, dtype=np.float64)
     return out
+
+
+class MoUE(Kind):
+    def layer_shapes(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+        return pool_shapes(cfg)
+
+    def layers(self, ops, params: dict, h, cfg: ModelConfig, noises=None):
+        return moue_layers(ops, params, h, cfg, noises)
+
+    def layer_widths(self, cfg: ModelConfig) -> list[int]:
+        return [e + cfg.moue.local_experts for e in cfg.experts_per_layer()]
+
+    def layer_flops(self, cfg: ModelConfig, layer: int, active: float | None) -> float:
+        # the universal router reads [h ; r] (d + r) over the layer's slots; the state update w A is 2 r slots
+        d, r, slots = cfg.hidden_dim, cfg.moue.trajectory_dim, self.layer_widths(cfg)[layer]
+        return active * expert_flops(cfg) + 2.0 * (d + r) * slots + 2.0 * r * slots
+
+    def fan_in(self, name: str, shape: tuple[int, ...], cfg: ModelConfig) -> int | None:
+        if name.endswith("gate.weight"):
+            return cfg.hidden_dim + cfg.moue.trajectory_dim  # the universal router reads [h ; r]
+        if name.endswith("trajectory.weight"):
+            return shape[-1]  # an embedding into the r-dimensional trajectory state
+        return None
+
+    def balance_loss(self, ops, routings: list, cfg: ModelConfig):
+        return uelb(ops, routings, cfg)
+
+
+register("moue", MoUE())

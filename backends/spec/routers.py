@@ -1,9 +1,10 @@
 """Every router of the harness, chosen by ``RouterConfig.kind``, written once against ``spec.ops``.
 
-DynaMoE (Eq. 4-7, ``spec.routing``) and the baselines the paper lacked (its Section 7.10):
+DynaMoE (Eq. 4-7, ``spec.dynamic``) and the baselines the paper lacked (its Section 7.10):
 
 - ``"topk"``: fixed top-K (the paper's Eq. 2-3): the ``top_k`` highest gates, weights renormalised over
-  them, ``w_i = g_i / sum_{j in S} g_j`` (DYNAMOE.md section 3: "weights renormalised"). No capacity.
+  them, ``w_i = g_i / sum_{j in S} g_j`` (``../shared/spec/DYNAMOE.md`` section 3: "weights
+  renormalised"). No capacity.
 - ``"switch"`` (Fedus et al. 2022): top-1, ``w_i = g_i`` (Switch Eq. 2, not renormalised), with capacity.
 - ``"gshard"`` (Lepikhin et al. 2021): top-2, ``w = g_S / (g_1 + g_2)`` normalised over both choices
   *before* dropping (GShard's Algorithm 1: a token that loses its second expert keeps ``g_1 / (g_1 + g_2)``).
@@ -18,7 +19,7 @@ Shared decisions (the papers differ in where their noise goes; ours isolates the
   ``spec.rng.gate_noise`` arrays, (N, E)); the *selection* uses the noisy gates, the baselines' *weights*
   the clean gates (so weights stay positive; Switch and GShard weight with their gates). ``noise_std = 0``
   switches it off for every router.
-- **Ties** in a token's gates: lower expert index first (``spec.routing.expert_ranks``). Expert choice
+- **Ties** in a token's gates: lower expert index first (``spec.dynamic.expert_ranks``). Expert choice
   keeps every token equal to an expert's C-th largest gate (Eq. 4's ``>=``, so at least C).
 - **Capacity** ``C = min(N, ceil(capacity_factor * N * k / E))`` tokens an expert (k = 1 Switch, 2 GShard,
   ``top_k`` expert choice). Switch and GShard fill it in token order (Switch's and GShard's cumulative
@@ -29,7 +30,7 @@ Shared decisions (the papers differ in where their noise goes; ours isolates the
   (clean) gate of expert i and ``f_i`` expert i's share of the layer's *assignments before dropping*
   (for top-1 exactly Switch's fraction of tokens; for k > 1 normalised to sum to 1, so a balanced layer
   scores 1 for every router). Summed over the layers (as Switch and GShard add one term a layer) and
-  multiplied by ``balance_weight`` in the training loss (``training_loss``). MoUE uses UELB (``spec.moue``).
+  multiplied by ``balance_weight`` in the training loss (``spec.losses``). MoUE uses UELB (``spec.moue``).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ModelConfig, RouterConfig
-from .routing import combine_weights, expert_ranks, select_experts
+from .config import RouterConfig
+from .dynamic import combine_weights, expert_ranks, select_experts
 
 
 @dataclass
@@ -130,27 +131,3 @@ def switch_loss(ops, probs, assigned):
     counts = ops.sum(ops.to_float(assigned, probs), axis=0)
     f = counts / ops.sum(counts)
     return float(n_experts) * ops.sum(f * ops.mean(probs, axis=0))
-
-
-def aux_loss(ops, routings: list[Routing], cfg: ModelConfig):
-    """The auxiliary balancing loss of one forward (unweighted): Switch's per layer, summed; UELB for MoUE."""
-    if cfg.kind == "moue":
-        from .moue import uelb
-
-        return uelb(ops, routings, cfg)
-    total = None
-    for r in routings:
-        term = switch_loss(ops, r.probs, r.mask if r.assigned is None else r.assigned)
-        total = term if total is None else total + term
-    return total
-
-
-def training_loss(ops, logits, labels, routings: list[Routing], cfg: ModelConfig):
-    """What the backends differentiate: mean cross-entropy + ``balance_weight * aux_loss`` (when > 0)."""
-    from .forward import cross_entropy
-
-    loss = cross_entropy(ops, logits, labels)
-    weight = float(cfg.router.balance_weight)
-    if weight > 0 and routings:
-        loss = loss + weight * aux_loss(ops, routings, cfg)
-    return loss
