@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+import backends
 from backends.spec.dynamic import gate_threshold
 
 
@@ -96,16 +96,13 @@ TRAJECTORY_FLOAT32_STEPS = 20
 
 
 def run_workers(names: list[str], steps: int, workdir) -> dict[str, dict]:
-    """Run ``harness.parity_worker`` for each backend in its own process; returns its arrays by backend."""
+    """Run ``harness.parity_worker`` for each backend in its own process (``backends.worker_env``, the
+    frameworks' own thread counts); returns its arrays by backend."""
     results = {}
     for name in names:
         path = Path(workdir) / f"{name}.npz"
-        env = dict(os.environ)
-        if name.startswith("keras-"):
-            env["KERAS_BACKEND"] = name.split("-", 1)[1]
-        proc = subprocess.run(
-            [sys.executable, "-m", "harness.parity_worker", name, str(steps), str(path)], env=env, capture_output=True, text=True
-        )
+        cmd = [sys.executable, "-m", "harness.parity_worker", name, str(steps), str(path)]
+        proc = subprocess.run(cmd, env=backends.worker_env(name, 0), capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"parity worker for {name} failed:\n{proc.stderr[-4000:]}")
         with np.load(path) as data:
@@ -116,7 +113,8 @@ def run_workers(names: list[str], steps: int, workdir) -> dict[str, dict]:
 def _reference(case: str):
     from backends import reference
     from backends.spec import init_params
-    from harness.parity_worker import CONFIGS, case_inputs
+    from harness.parity_cases import CONFIGS
+    from harness.parity_worker import case_inputs
 
     cfg = CONFIGS[case]
     x, _, noises = case_inputs(cfg)
@@ -130,7 +128,8 @@ def _reference(case: str):
 
 def compare(results: dict[str, dict]) -> dict:
     """Every backend against the float64 reference, and every pair of backends against each other."""
-    from harness.parity_worker import CONFIGS, DTYPES
+    from harness.parity_cases import CONFIGS
+    from harness.parity_worker import DTYPES
 
     names = list(results)
     per_backend: dict[str, dict] = {name: {} for name in names}
@@ -164,7 +163,7 @@ def compare(results: dict[str, dict]) -> dict:
                 live = [k for k in keys if max(np.linalg.norm(ra[k]), np.linalg.norm(rb[k])) > 1e-9]
                 pair[f"gradient_{dtype}_rel"] = max(norm_rel_error(ra[k], rb[k]) for k in live)
             for dtype in DTYPES:
-                # every trajectory (``parity_worker.TRAJECTORIES``) end to end: the worst of them at each step
+                # every trajectory (``parity_cases.TRAJECTORIES``) end to end: the worst of them at each step
                 keys = sorted(k for k in ra if k.startswith("trajectory") and k.endswith(f"/{dtype}/losses") and k in rb)
                 rel = np.max([np.abs(ra[k] - rb[k]) / np.abs(rb[k]) for k in keys], axis=0)
                 pair[f"trajectory_{dtype}_max_rel"] = float(rel.max())

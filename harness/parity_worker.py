@@ -3,8 +3,8 @@
 ``python -m harness.parity_worker BACKEND STEPS OUT.npz [DEVICE]`` evaluates, on the spec's weights and
 inputs, the forward (float32 and float64, evaluation and training mode), the selected masks, the
 gradients of every parameter (of the training loss, balancing term included), and ``STEPS``-step training
-trajectories (``TRAJECTORIES``) in float32 and in float64, and saves them. ``CONFIGS`` covers every router
-kind (``spec.routers``) and MoUE (``spec.moue``).
+trajectories (``TRAJECTORIES``) in float32 and in float64, and saves them, with the backend's runtime and
+the BLAS that served it. The cases (``CONFIGS``, ``TRAJECTORIES``) are ``harness.parity_cases``'.
 """
 
 from __future__ import annotations
@@ -15,32 +15,11 @@ import sys
 import numpy as np
 
 import backends
-from backends.spec import ModelConfig, RouterConfig, TrainConfig, init_params, rng
-from backends.spec.config import MoUEConfig
+from backends.spec import ModelConfig, TrainConfig, init_params, rng
 from backends.spec.optim import learning_rate
+from harness.parity_cases import CONFIGS, TRAJECTORIES
 from harness.training import step_noises
 
-_MOUE = MoUEConfig(pool_size=12, local_experts=1, trajectory_dim=4)
-CONFIGS = {
-    "small-descending": ModelConfig(),
-    "small-token-scope": ModelConfig(router=RouterConfig(scope="token")),
-    "tiny-lm": ModelConfig(size="tiny", task="lm", vocab_size=97),
-    "small-mlp": ModelConfig(kind="mlp"),
-    # the baselines (spec.routers) and MoUE (spec.moue), Tiny to keep the matrix quick; top-1, DynaMoE with
-    # its balancing loss and more MoUE variants are in every backend's tests (``tests/backend_checks.ROUTER_CASES``)
-    "tiny-top2": ModelConfig(size="tiny", router=RouterConfig(kind="topk", top_k=2)),
-    "tiny-switch": ModelConfig(size="tiny", router=RouterConfig(kind="switch", balance_weight=0.01)),
-    "tiny-gshard": ModelConfig(size="tiny", router=RouterConfig(kind="gshard", balance_weight=0.01)),
-    "tiny-expert-choice": ModelConfig(size="tiny", router=RouterConfig(kind="expert_choice", capacity_factor=1.0)),
-    "tiny-moue": ModelConfig(size="tiny", kind="moue", moue=_MOUE, router=RouterConfig(balance_weight=0.01)),
-}
-# Training trajectories: "trajectory" is DynaMoE (Small, descending); the other is MoUE (trajectory state,
-# a local expert, UELB) routed by Switch (capacity, dropping).
-TRAJECTORIES = {
-    "trajectory": ModelConfig(),
-    "trajectory-moue-switch": ModelConfig(size="tiny", kind="moue", moue=_MOUE, router=RouterConfig(kind="switch", balance_weight=0.01)),
-}
-TRAJECTORY = TRAJECTORIES["trajectory"]
 TRAJECTORY_BATCH = 64
 DTYPES = ("float32", "float64")
 
@@ -92,7 +71,7 @@ def run(name: str, steps: int, device: str | None = None) -> dict[str, np.ndarra
                 noises = step_noises(cfg, 0, step, len(idx))
                 losses.append(trainer.step(data.x_train[idx], data.y_train[idx], noises, learning_rate(step, steps, train_cfg)))
             out[f"{key}/{dtype}/losses"] = np.array([backend.to_float(v) for v in losses])
-    out["runtime"] = np.array(json.dumps(backend.runtime_info()))
+    out["runtime"] = np.array(json.dumps({**backend.runtime_info(), "blas": backends.blas_in_use(name)}))
     return out
 
 

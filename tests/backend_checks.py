@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.spec import ModelConfig, RouterConfig, init_params, rng
-from backends.spec.config import MoUEConfig, TrainConfig
+from backends.spec import ModelConfig, init_params, rng
+from backends.spec.config import TrainConfig
 from backends.spec.optim import optimizer_state_names
+from harness.parity_cases import ROUTER_CASES
 
 
 def check_export_roundtrip_and_shape_errors(backend, cfg: ModelConfig) -> None:
@@ -36,18 +37,8 @@ def check_export_roundtrip_and_shape_errors(backend, cfg: ModelConfig) -> None:
 # equals the reference's to 1e-12; float64 gradients equal central differences of the float64 reference
 # loss (step 1e-6: truncation ~1e-12, rounding ~1e-10 of a loss ~2.3) to rel 1e-5 / abs 1e-8; float32
 # gradients are within 1e-4 (norm-relative) of float64 ones when the float32 selection is the float64 one.
+# The cases: ``harness.parity_cases.ROUTER_CASES`` (the parity matrix takes its baselines from them).
 
-_MOUE = MoUEConfig(pool_size=12, local_experts=1, trajectory_dim=4)
-ROUTER_CASES = {
-    "dynamic-balance": ModelConfig(size="tiny", router=RouterConfig(balance_weight=0.01)),
-    "top1": ModelConfig(size="tiny", router=RouterConfig(kind="topk", top_k=1)),
-    "top2": ModelConfig(size="tiny", router=RouterConfig(kind="topk", top_k=2)),
-    "switch": ModelConfig(size="tiny", router=RouterConfig(kind="switch", balance_weight=0.01)),
-    "gshard": ModelConfig(size="tiny", router=RouterConfig(kind="gshard", balance_weight=0.01)),
-    "expert-choice": ModelConfig(size="tiny", router=RouterConfig(kind="expert_choice", capacity_factor=1.0)),
-    "moue": ModelConfig(size="tiny", kind="moue", moue=_MOUE, router=RouterConfig(balance_weight=0.01)),
-    "moue-switch": ModelConfig(size="tiny", kind="moue", moue=_MOUE, router=RouterConfig(kind="switch", balance_weight=0.01)),
-}
 _GRAD_PROBES = (
     "layers.0.gate.weight",
     "layers.0.experts.w1",

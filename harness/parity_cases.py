@@ -1,0 +1,38 @@
+"""The parity cases: the configurations every backend is checked on against the float64 reference.
+
+``ROUTER_CASES``: every router kind (``spec.routers``) and MoUE (``spec.moue``), Tiny, in every backend's
+tests (``tests/backend_checks.check_router_parity``). ``CONFIGS``: the cases of the backend x backend
+matrix (``python -m harness parity``, ``harness.parity_worker``): the paper's Small model in both routing
+scopes, a Tiny language model, the MLP, and the baselines and MoUE from ``ROUTER_CASES`` (top-1, DynaMoE
+with its balancing loss and the MoUE-Switch combination stay in the tests alone, to keep the matrix
+quick). ``TRAJECTORIES``: the matrix's training trajectories: DynaMoE (Small, descending) and MoUE
+(trajectory state, a local expert, UELB) routed by Switch (capacity, dropping).
+"""
+
+from __future__ import annotations
+
+from backends.spec import ModelConfig, RouterConfig
+from backends.spec.config import MoUEConfig
+
+MOUE = MoUEConfig(pool_size=12, local_experts=1, trajectory_dim=4)
+ROUTER_CASES = {
+    "dynamic-balance": ModelConfig(size="tiny", router=RouterConfig(balance_weight=0.01)),
+    "top1": ModelConfig(size="tiny", router=RouterConfig(kind="topk", top_k=1)),
+    "top2": ModelConfig(size="tiny", router=RouterConfig(kind="topk", top_k=2)),
+    "switch": ModelConfig(size="tiny", router=RouterConfig(kind="switch", balance_weight=0.01)),
+    "gshard": ModelConfig(size="tiny", router=RouterConfig(kind="gshard", balance_weight=0.01)),
+    "expert-choice": ModelConfig(size="tiny", router=RouterConfig(kind="expert_choice", capacity_factor=1.0)),
+    "moue": ModelConfig(size="tiny", kind="moue", moue=MOUE, router=RouterConfig(balance_weight=0.01)),
+    "moue-switch": ModelConfig(size="tiny", kind="moue", moue=MOUE, router=RouterConfig(kind="switch", balance_weight=0.01)),
+}
+CONFIGS = {
+    "small-descending": ModelConfig(),
+    "small-token-scope": ModelConfig(router=RouterConfig(scope="token")),
+    "tiny-lm": ModelConfig(size="tiny", task="lm", vocab_size=97),
+    "small-mlp": ModelConfig(kind="mlp"),
+    **{f"tiny-{case}": ROUTER_CASES[case] for case in ("top2", "switch", "gshard", "expert-choice", "moue")},
+}
+TRAJECTORIES = {
+    "trajectory": ModelConfig(),
+    "trajectory-moue-switch": ROUTER_CASES["moue-switch"],
+}
