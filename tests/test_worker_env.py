@@ -44,6 +44,12 @@ def test_mlx_worker_preloads_openblas_in_front_and_only_once(tmp_path):
         backends.worker_env("mlx", 0, {process_env.BLAS_VARIABLE: str(tmp_path / "missing.so")})
 
 
+def test_without_openblas_an_mlx_worker_runs_on_the_bundled_blas_and_says_why(monkeypatch):
+    monkeypatch.setattr(process_env, "find_openblas", lambda: None)
+    assert "LD_PRELOAD" not in backends.worker_env("mlx", 0, {})
+    assert "apt-get install libopenblas0-pthread" in process_env.mlx_blas_reason({})
+
+
 def test_find_openblas_names_a_library_or_none():
     found = process_env.find_openblas()
     assert found is None or "libopenblas" in found
