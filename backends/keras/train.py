@@ -1,4 +1,4 @@
-"""Training and evaluation in Keras: ``spec.optim.adamw_update`` as a Keras optimiser, one step through
+"""Training and evaluation in Keras: ``spec.optim.adamw_step`` as a Keras optimiser, one step through
 Keras's stateless API (``model.stateless_call`` + ``optimizer.stateless_apply``), the learning rate
 handed in each step from ``spec.optim.learning_rate``.
 
@@ -20,20 +20,19 @@ from keras import ops
 from backends.spec import forward as F
 from backends.spec.config import TrainConfig
 from backends.spec.init import param_shapes
-from backends.spec.optim import check_optimizer_state
 from backends.spec.losses import training_loss
+from backends.spec.optim import adamw_step, bias_corrections, check_optimizer_state
 
 from .layers import OPS
 from .model import _Network, labels_tensor, noise_tensors, to_tensor
 
 
 class SpecAdamW(keras.optimizers.Optimizer):
-    """AdamW exactly as ``spec.optim.adamw_update`` (``torch.optim.AdamW``'s formula).
+    """AdamW as ``spec.optim.adamw_step`` (``torch.optim.AdamW``'s formula), evaluated with ``KerasOps``.
 
     ``keras.optimizers.AdamW`` differs: it adds epsilon to ``sqrt(v)`` before the bias correction
     (``lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``, i.e. an effective eps of
-    ``eps / sqrt(1 - b2^t)``, 31x the spec's at step 1) and decays ``p - p wd lr``. So ``update_step``
-    writes the spec's formula with ``keras.ops``: ``p (1 - lr wd)``, then ``p - lr m_hat / (sqrt(v_hat) + eps)``.
+    ``eps / sqrt(1 - b2^t)``, 31x the spec's at step 1) and decays ``p - p wd lr``.
     The learning rate is an optimiser variable of the model's dtype (not Keras's float32 ``floatx``
     one): a new value each step is a new input of the compiled step, never a new constant.
     """
@@ -53,19 +52,17 @@ class SpecAdamW(keras.optimizers.Optimizer):
         self._m, self._v = self.add_optimizer_variables(variables, ["m", "v"])
 
     def update_step(self, gradient, variable, learning_rate):
-        # Native operators on the values (not keras.ops.multiply/power, whose result_type would make a
-        # float64 update float32 on PyTorch, keras-team/keras#23704). Inside ``stateless_apply`` each
-        # ``.value`` is the value handed in.
+        # adamw_step uses Python's operators on the values (not keras.ops.multiply/power, whose result_type
+        # would make a float64 update float32 on PyTorch, keras-team/keras#23704). Inside ``stateless_apply``
+        # each ``.value`` is the value handed in.
         cfg, dtype, index = self.cfg, variable.dtype, self._get_variable_index(variable)
         lr, g = ops.cast(learning_rate, dtype), ops.cast(gradient, dtype)
         step = ops.cast(self.iterations.value + 1, dtype)
-        m = cfg.beta1 * self._m[index].value + (1.0 - cfg.beta1) * g
-        v = cfg.beta2 * self._v[index].value + (1.0 - cfg.beta2) * g * g
-        m_hat = m / (1.0 - cfg.beta1**step)
-        v_hat = v / (1.0 - cfg.beta2**step)
-        self.assign(self._m[index], m)
-        self.assign(self._v[index], v)
-        self.assign(variable, variable.value * (1.0 - lr * cfg.weight_decay) - lr * m_hat / (ops.sqrt(v_hat) + cfg.eps))
+        m, v = self._m[index], self._v[index]
+        param, m_new, v_new = adamw_step(OPS, variable.value, g, m.value, v.value, lr, bias_corrections(step, cfg), cfg)
+        self.assign(m, m_new)
+        self.assign(v, v_new)
+        self.assign(variable, param)
 
 
 def value_and_grad(fn):
@@ -132,7 +129,7 @@ def _loss_of(model: _Network):
 
 TORCH_COMPILE_NOTE = (
     "compile=True runs eagerly on keras-torch: torch.compile of the Keras step breaks the graph wherever "
-    "Keras's torch convert_to_tensor meets a NumPy constant (spec.routing's np.tri; Dynamo cannot trace "
+    "Keras's torch convert_to_tensor meets a NumPy constant (Dynamo cannot trace "
     "ndarray.dtype), giving 22 graphs for a Tiny model, ~77 s of compilation on 2 CPU cores and a slower "
     "step than eager (25 vs 14 ms)"
 )

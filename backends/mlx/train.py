@@ -1,5 +1,5 @@
-"""Training and evaluation in MLX: AdamW (``AdamW`` below is ``spec.optim.adamw_update``), the learning
-rate handed in each step from ``spec.optim.learning_rate``."""
+"""Training and evaluation in MLX: AdamW (``AdamW`` below evaluates ``spec.optim.adamw_step``), the
+learning rate handed in each step from ``spec.optim.learning_rate``."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from mlx.utils import tree_flatten
 from backends.spec import forward as F
 from backends.spec.config import TrainConfig
 from backends.spec.init import param_shapes
-from backends.spec.optim import check_optimizer_state
 from backends.spec.losses import training_loss
+from backends.spec.optim import adamw_step, bias_corrections, check_optimizer_state
 
 from .layers import OPS
 from .model import _Network, labels_tensor, noise_tensors, to_tensor
@@ -29,13 +29,12 @@ def _loss(model: _Network, x, y, noises):
 
 
 class AdamW(optim.Optimizer):
-    """``spec.optim.adamw_update`` on MLX's optimiser machinery (state trees, ``update(model, grads)``).
+    """``spec.optim.adamw_step`` with ``MlxOps`` on MLX's optimiser machinery (state trees, ``update``).
 
-    ``p <- p (1 - lr wd)``; ``m``, ``v`` as Adam; ``p <- p - lr (m / c1) / (sqrt(v / c2) + eps)`` with
-    ``c1 = 1 - b1^t``, ``c2 = 1 - b2^t``. ``mlx.optimizers.AdamW(bias_correction=True)`` is the same
-    formula but evaluates ``b2^t`` from ``b2`` rounded to float32 (0.999 -> 0.99900001), so ``1 - b2^t``
-    is off by 1.3e-5 and every step by 6e-6 relative. Here ``lr``, ``c1`` and ``c2`` are computed on the
-    host in double precision by ``begin_step`` and held in the state as arrays of the model's dtype:
+    ``mlx.optimizers.AdamW(bias_correction=True)`` is the same formula but evaluates ``b2^t`` from ``b2``
+    rounded to float32 (0.999 -> 0.99900001), so ``1 - b2^t`` is off by 1.3e-5 and every step by 6e-6
+    relative. Here ``lr`` and the corrections ``1 - b^t`` are computed on the host in double precision by
+    ``begin_step`` (``spec.optim.bias_corrections``) and held in the state as arrays of the model's dtype:
     inputs of a compiled step, so new values each step cause no recompilation.
     """
 
@@ -53,19 +52,16 @@ class AdamW(optim.Optimizer):
     def begin_step(self, lr: float) -> None:
         """Set the learning rate and the bias corrections of the next step (``t = steps + 1``)."""
         self.steps += 1
-        self._set_scalars(lr, 1.0 - self.cfg.beta1**self.steps, 1.0 - self.cfg.beta2**self.steps)
+        self._set_scalars(lr, *bias_corrections(self.steps, self.cfg))
 
     def init_single(self, parameter: mx.array, state: dict) -> None:
         state["m"] = mx.zeros_like(parameter)
         state["v"] = mx.zeros_like(parameter)
 
     def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
-        cfg, lr = self.cfg, self.state["learning_rate"]
-        parameter = parameter * (1.0 - lr * cfg.weight_decay)
-        state["m"] = m = cfg.beta1 * state["m"] + (1.0 - cfg.beta1) * gradient
-        state["v"] = v = cfg.beta2 * state["v"] + (1.0 - cfg.beta2) * mx.square(gradient)
-        m_hat, v_hat = m / self.state["bias_correction1"], v / self.state["bias_correction2"]
-        return parameter - lr * m_hat / (mx.sqrt(v_hat) + cfg.eps)
+        lr, corrections = self.state["learning_rate"], (self.state["bias_correction1"], self.state["bias_correction2"])
+        parameter, state["m"], state["v"] = adamw_step(OPS, parameter, gradient, state["m"], state["v"], lr, corrections, self.cfg)
+        return parameter
 
 
 class Trainer:

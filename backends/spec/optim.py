@@ -1,8 +1,9 @@
 """The optimiser as the paper runs it (Section 5.3): AdamW with cosine annealing, one formula for all.
 
-``learning_rate`` is evaluated on the host and handed to every backend each step. ``adamw_update`` is
-the update every backend's optimiser must reproduce (decoupled weight decay, Loshchilov & Hutter 2019,
-as in ``torch.optim.AdamW``); the backends' tests check their optimiser against it.
+``learning_rate`` is evaluated on the host and handed to every backend each step. ``adamw_step`` is the
+update (decoupled weight decay, Loshchilov & Hutter 2019, as in ``torch.optim.AdamW``) written once
+against ``spec.ops``: the Keras and MLX optimisers evaluate it with their ops, PyTorch's built-in AdamW
+is tested equal to it, and ``adamw_update`` is it on NumPy arrays.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import math
 import numpy as np
 
 from .config import TrainConfig
+from .ops import NumpyOps
+
+_NUMPY = NumpyOps()
 
 
 def learning_rate(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -21,18 +25,27 @@ def learning_rate(step: int, total_steps: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
 
 
-def adamw_update(param, grad, m, v, step: int, lr: float, cfg: TrainConfig):
-    """One AdamW step (1-based ``step``) on NumPy arrays: returns ``(param, m, v)``.
+def bias_corrections(step, cfg: TrainConfig):
+    """``(1 - b1^t, 1 - b2^t)`` at the 1-based step ``t`` (a number, or an array of a compiled step)."""
+    return 1.0 - cfg.beta1**step, 1.0 - cfg.beta2**step
+
+
+def adamw_step(ops, param, grad, m, v, lr, corrections, cfg: TrainConfig):
+    """One AdamW step: returns ``(param, m, v)``; ``corrections`` are ``bias_corrections(t)``.
 
     ``p <- p (1 - lr wd)``; ``m <- b1 m + (1 - b1) g``; ``v <- b2 v + (1 - b2) g^2``;
-    ``p <- p - lr m_hat / (sqrt(v_hat) + eps)`` with the bias corrections ``1 - b^step``.
+    ``p <- p - lr m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)``.
     """
+    c1, c2 = corrections
     param = param * (1.0 - lr * cfg.weight_decay)
     m = cfg.beta1 * m + (1.0 - cfg.beta1) * grad
     v = cfg.beta2 * v + (1.0 - cfg.beta2) * grad * grad
-    m_hat = m / (1.0 - cfg.beta1**step)
-    v_hat = v / (1.0 - cfg.beta2**step)
-    return param - lr * m_hat / (np.sqrt(v_hat) + cfg.eps), m, v
+    return param - lr * (m / c1) / (ops.sqrt(v / c2) + cfg.eps), m, v
+
+
+def adamw_update(param, grad, m, v, step: int, lr: float, cfg: TrainConfig):
+    """``adamw_step`` on NumPy arrays at the 1-based ``step``."""
+    return adamw_step(_NUMPY, param, grad, m, v, lr, bias_corrections(step, cfg), cfg)
 
 
 def optimizer_state_names(param_names) -> list[str]:

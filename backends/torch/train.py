@@ -1,5 +1,5 @@
-"""Training and evaluation in PyTorch: AdamW (``torch.optim.AdamW`` is ``spec.optim.adamw_update``),
-the learning rate handed in each step from ``spec.optim.learning_rate``."""
+"""Training and evaluation in PyTorch: AdamW (``torch.optim.AdamW``, tested equal to ``spec.optim``'s
+update in ``tests/test_spec_optim.py``), the learning rate handed in each step from ``spec.optim.learning_rate``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from backends.spec import forward as F
 from backends.spec.config import TrainConfig
 from backends.spec.init import param_shapes
-from backends.spec.optim import check_optimizer_state
 from backends.spec.losses import training_loss
+from backends.spec.optim import check_optimizer_state
 
 from .layers import OPS
 from .model import _Network, default_device, labels_tensor, noise_tensors, to_tensor
