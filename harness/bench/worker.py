@@ -116,7 +116,7 @@ def worker(backend_name: str, request: dict) -> dict:
         methods = [None]
         if v["label"] == "descending" and request["dispatch"]:
             default = dispatch.method(backend.OPS, cfg.hidden_dim)
-            usable = [m for m in dispatch.METHODS if m != "sparse" or (not compile and hasattr(backend.OPS, "nonzero"))]
+            usable = [m for m in dispatch.METHODS if m != "sparse" or (not compile and backend.OPS.supports_nonzero)]
             methods += [m for m in usable if m != default]
         for mode in ("train", "infer") if v.get("infer", True) else ("train",):
             for method in methods if mode == "train" else [None]:
