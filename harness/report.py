@@ -57,7 +57,7 @@ def _protocol(record: dict) -> tuple:
 def _row_configs(row: Row, dataset: str, epochs: int) -> tuple:
     """(model, train, the source run's configs or None) of ``row``'s runs, as a run record stores them."""
     source = None if row.init_from is None else _row_configs(row.init_from, dataset, epochs)
-    return dataclasses.asdict(row.model_config(dataset)), dataclasses.asdict(row.train_config(dataset, epochs)), source
+    return row.model_config(dataset).as_dict(), dataclasses.asdict(row.train_config(dataset, epochs)), source
 
 
 def _record_configs(config: dict) -> tuple:

@@ -1,5 +1,5 @@
 """The float64 NumPy reference: the spec's math evaluated exactly as written, the yardstick of parity."""
 
-from .model import forward, loss, routing_stats
+from .model import forward, forward_with_probes, loss, routing_stats
 
-__all__ = ["forward", "loss", "routing_stats"]
+__all__ = ["forward", "forward_with_probes", "loss", "routing_stats"]

@@ -1,10 +1,12 @@
-"""NumPy float64 forward of the DynaMoE and MoUE models and the MLP baseline (``spec.forward`` with ``NumpyOps``)."""
+"""NumPy float64 forward of the DynaMoE and MoUE models and the MLP baseline, on either backbone
+(``spec.forward`` with ``NumpyOps``; the Transformer's probe inputs through ``spec.transformer``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from backends.spec import forward as F
+from backends.spec import transformer as T
 from backends.spec.config import ModelConfig
 from backends.spec.losses import training_loss
 from backends.spec.ops import NumpyOps
@@ -40,3 +42,9 @@ def loss(params: dict, x, y, cfg: ModelConfig, noises=None) -> float:
 def routing_stats(routings: list[F.Routing]) -> list[dict]:
     """Per-layer Table 6 statistics (``spec.stats.layer_stats``) of one forward's routings."""
     return [layer_stats(np.asarray(r.mask).sum(axis=0), np.asarray(r.mask).shape[0]) for r in routings]
+
+
+def forward_with_probes(params: dict, x, cfg: ModelConfig) -> tuple[np.ndarray, list[F.Routing], dict]:
+    """A Transformer's evaluation forward with its probe inputs: ``(logits, routings, record)``, ``record``
+    holding each layer's ``"attention"`` (B, heads, T, T) and ``"post_attention"`` (B*T, d), float64."""
+    return T.forward_with_probes(OPS, _as64(params), _inputs(x, cfg), cfg)

@@ -21,10 +21,12 @@ The modules, each importing only those above it (``tests/test_spec_imports.py`` 
 - ``networks``: the model kinds ``"dynamoe"`` and ``"mlp"``.
 - ``moue``: the model kind ``"moue"`` (Mixture of Universal Experts), a leaf: nothing else imports it.
   It and ``networks`` register their kinds when this package is imported.
+- ``transformer``: the backbone ``"transformer"`` (a causal pre-LN Transformer whose feed-forward is any
+  kind's layer), a leaf registered on import like ``moue``.
 - ``probes``: the Transformer probes of Section 5 (NumPy, standalone).
 """
 
-from . import moue, networks  # noqa: F401  (registers the model kinds)
+from . import moue, networks, transformer  # noqa: F401  (registers the model kinds and backbones)
 from .accounting import active_flops_per_token, parameter_count, routing_patterns_dynamic, routing_patterns_fixed
 from .config import (
     SCHEDULES,

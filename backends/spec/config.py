@@ -17,6 +17,8 @@ SCOPES = ("batch", "token")
 COMBINE_INPUTS = ("probs", "logits")
 ROUTER_KINDS = ("dynamic", "topk", "switch", "gshard", "expert_choice")
 MODEL_KINDS = ("dynamoe", "mlp", "moue")
+BACKBONES = ("mlp", "transformer")  # what the residual layers sit in (``ModelConfig.backbone``)
+BACKBONE_FIELDS = ("backbone", "num_heads")  # in ``ModelConfig.as_dict`` only for a Transformer
 TASKS = ("classify", "lm")
 
 
@@ -172,6 +174,10 @@ class ModelConfig:
       0.5 chosen: see ``spec.accounting`` for the parameter-count evidence).
     - ``mlp_hidden_ratio``: hidden width of the MLP baseline's blocks (2: Table 1's Tiny 85K).
     - ``moue``: the MoUE settings (``kind="moue"``; ``spec.moue``), ``None`` otherwise.
+    - ``backbone``: ``"mlp"`` (the paper's residual stack, default) or ``"transformer"`` (a causal
+      pre-LayerNorm Transformer whose feed-forward is ``kind``'s layer: ``spec.transformer``; ``lm`` only).
+    - ``num_heads``: attention heads of the Transformer (divides ``hidden_dim``); only for that backbone.
+      ``as_dict`` leaves both out for the MLP backbone, so the run keys of MLP-backbone runs are unchanged.
     """
 
     size: str = "small"
@@ -186,6 +192,8 @@ class ModelConfig:
     mlp_hidden_ratio: float = 2.0
     layer_norm_eps: float = 1e-5
     moue: Any = None
+    backbone: str = "mlp"
+    num_heads: int = 4
 
     def __post_init__(self) -> None:
         model_size(self.size)
@@ -210,6 +218,15 @@ class ModelConfig:
                 fail("ModelConfig", "moue", self.moue, f"pool_size must be >= the widest layer's window E_l = {widest} (raise pool_size)")
         elif self.moue is not None:
             fail("ModelConfig", "moue", self.moue, f"is only for kind='moue' (kind is {self.kind!r}): leave it None")
+        check_choice("ModelConfig", "backbone", self.backbone, BACKBONES)
+        check_int("ModelConfig", "num_heads", self.num_heads, 1)
+        if self.backbone == "transformer":
+            if self.task != "lm":
+                fail("ModelConfig", "backbone", self.backbone, "is a causal language model: it needs task='lm'")
+            if self.hidden_dim % self.num_heads:
+                fail("ModelConfig", "num_heads", self.num_heads, f"must divide the hidden width {self.hidden_dim}")
+        elif self.num_heads != 4:
+            fail("ModelConfig", "num_heads", self.num_heads, "is only for backbone='transformer': leave it 4")
 
     @property
     def num_layers(self) -> int:
@@ -238,6 +255,15 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        """``dataclasses.asdict``, without ``backbone`` and ``num_heads`` for the MLP backbone (the fields
+        a run key hashes: MLP-backbone configs hash as they did before the Transformer existed)."""
+        out = dataclasses.asdict(self)
+        if self.backbone == "mlp":
+            for name in BACKBONE_FIELDS:
+                del out[name]
+        return out
 
     @classmethod
     def from_dict(cls, fields: dict) -> ModelConfig:

@@ -73,10 +73,12 @@ def layer_params(params: dict, cfg: ModelConfig, layer: int) -> dict:
 
 
 def embed(ops, params: dict, x, cfg: ModelConfig):
-    """Input projection (images, (B, input_dim) -> (B, d)) or token embedding (ids (B, T) -> (B*T, d))."""
+    """Input projection (images, (B, input_dim) -> (B, d)) or token embedding (ids (B, T) -> (B*T, d);
+    (B, T, d) for a kind whose layers read sequences, ``Kind.sequence``)."""
     if cfg.task == "lm":
         batch, steps = ops.shape(x)
-        return ops.reshape(ops.take_rows(params["embed.weight"], ops.reshape(x, (batch * steps,))), (batch * steps, cfg.hidden_dim))
+        shape = (batch, steps, cfg.hidden_dim) if of(cfg).sequence else (batch * steps, cfg.hidden_dim)
+        return ops.reshape(ops.take_rows(params["embed.weight"], ops.reshape(x, (batch * steps,))), shape)
     return ops.matmul(x, params["input.weight"]) + params["input.bias"]
 
 

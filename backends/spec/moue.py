@@ -104,18 +104,29 @@ def _slot_params(ops, params: dict, cfg: ModelConfig, layer: int, window: tuple[
     return p
 
 
+def initial_state(ops, h, cfg: ModelConfig):
+    """The trajectory state ``r_0 = 0`` (N, r) of tokens ``h`` (N, d), ``None`` without one."""
+    r_dim = cfg.moue.trajectory_dim
+    return ops.constant(np.zeros((ops.shape(h)[0], r_dim)), like=h) if r_dim else None
+
+
+def moue_block(ops, params: dict, layer: int, h, state, cfg: ModelConfig, noise=None):
+    """MoUE layer ``layer`` on tokens ``h`` (N, d) with trajectory state ``state``: ``(y, routing, state')``."""
+    p = _slot_params(ops, params, cfg, layer, windows(cfg)[layer])
+    router_in = ops.concat([h, state], 1) if state is not None else h
+    routing = route_logits(ops, ops.matmul(router_in, p["gate"]), noise, cfg.router)
+    y = expert_mixture(ops, p, h, routing.weights)
+    if "trajectory" in p:
+        state = normalise(ops, state + ops.matmul(routing.weights, p["trajectory"]), cfg.layer_norm_eps)
+    return y, routing, state
+
+
 def moue_layers(ops, params: dict, h, cfg: ModelConfig, noises=None):
     """The L residual MoUE layers on tokens ``h`` (N, d): returns ``(h_L, routings)`` (routings over slots)."""
-    r_dim = cfg.moue.trajectory_dim
-    state = ops.constant(np.zeros((ops.shape(h)[0], r_dim)), like=h) if r_dim else None
+    state = initial_state(ops, h, cfg)
     routings = []
-    for layer, window in enumerate(windows(cfg)):
-        p = _slot_params(ops, params, cfg, layer, window)
-        router_in = ops.concat([h, state], 1) if r_dim else h
-        routing = route_logits(ops, ops.matmul(router_in, p["gate"]), None if noises is None else noises[layer], cfg.router)
-        y = expert_mixture(ops, p, h, routing.weights)
-        if "trajectory" in p:
-            state = normalise(ops, state + ops.matmul(routing.weights, p["trajectory"]), cfg.layer_norm_eps)
+    for layer in range(cfg.num_layers):
+        y, routing, state = moue_block(ops, params, layer, h, state, cfg, None if noises is None else noises[layer])
         h = h + y
         routings.append(routing)
     return h, routings
@@ -195,6 +206,12 @@ class MoUE(Kind):
 
     def layers(self, ops, params: dict, h, cfg: ModelConfig, noises=None):
         return moue_layers(ops, params, h, cfg, noises)
+
+    def initial_state(self, ops, h, cfg: ModelConfig):
+        return initial_state(ops, h, cfg)
+
+    def block(self, ops, params: dict, layer: int, h, state, cfg: ModelConfig, noise=None):
+        return moue_block(ops, params, layer, h, state, cfg, noise)
 
     def layer_widths(self, cfg: ModelConfig) -> list[int]:
         return [e + cfg.moue.local_experts for e in cfg.experts_per_layer()]

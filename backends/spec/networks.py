@@ -34,6 +34,10 @@ class DynaMoE(Kind):
             h = h + y
         return h, routings
 
+    def block(self, ops, params: dict, layer: int, h, state, cfg: ModelConfig, noise=None):
+        y, routing = dynamoe_layer(ops, layer_params(params, cfg, layer), h, noise, cfg.router)
+        return y, routing, state
+
     def layer_widths(self, cfg: ModelConfig) -> list[int]:
         return cfg.experts_per_layer()
 
@@ -55,6 +59,10 @@ class MLP(Kind):
             p = layer_params(params, cfg, layer)
             h = h + feed_forward(ops, h, p["w1"], p["b1"], p["w2"], p["b2"])
         return h, []
+
+    def block(self, ops, params: dict, layer: int, h, state, cfg: ModelConfig, noise=None):
+        p = layer_params(params, cfg, layer)
+        return feed_forward(ops, h, p["w1"], p["b1"], p["w2"], p["b2"]), None, state
 
     def layer_widths(self, cfg: ModelConfig) -> list[int]:
         return []

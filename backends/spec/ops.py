@@ -129,6 +129,20 @@ class Ops(ABC):
         """``logp[..., labels]`` picked per row: the log-probability of each row's label."""
         return self.squeeze(self.take_along_axis(logp, self.expand_dims(labels, -1), -1), -1)
 
+    # --- attention (``spec.transformer``) ------------------------------------------------------------------
+
+    MASKED = -1e30
+    """The score a masked entry gets before the softmax (finite: ``exp`` of it minus the row's maximum
+    is exactly 0 in float32 and float64, and no ``inf - inf`` can arise)."""
+
+    def softmax(self, x, axis: int = -1, mask=None):
+        """``exp(x) / sum(exp(x))`` along ``axis``, shifted by the maximum; where the boolean ``mask``
+        (broadcast against ``x``) is false the weight is exactly 0 (each row needs one true entry)."""
+        if mask is not None:
+            x = self.where(mask, x, self.constant(self.MASKED, like=x))
+        e = self.exp(x - self.stop_gradient(self.max(x, axis, keepdims=True)))
+        return e / self.sum(e, axis=axis, keepdims=True)
+
 
 class NumpyOps(Ops):
     """NumPy primitives; ``dtype`` is the float type of constants it creates (float64 for the reference)."""

@@ -37,7 +37,7 @@ class RunConfig:
             "num_samples": self.num_samples,
             "seed": self.seed,
             "dtype": self.dtype,
-            "model": dataclasses.asdict(self.model),
+            "model": self.model.as_dict(),  # the backbone fields only for a Transformer (keys unchanged)
             "train": dataclasses.asdict(self.train),
         }
         if self.init_from is not None:  # absent otherwise, so the keys of runs from scratch stay as they were

@@ -1,0 +1,173 @@
+"""The Transformer backbone (``ModelConfig.backbone = "transformer"``), registered in ``spec.kinds`` on
+import: a small causal pre-LayerNorm language model whose feed-forward is the layer of ``cfg.kind``
+(a DynaMoE layer under any router and schedule, a MoUE pool, or the dense MLP block), so the paper's
+Section 7.6 question (does the best schedule move from descending towards ascending or pyramid once
+attention mixes the tokens?) and its Section 5.4 probes (``spec.probes``) can be measured.
+
+Layer l (Eq. 27-28 of the paper, with the usual pre-LN placement)::
+
+    u_l = h_{l-1} + MHSA_l(LN(h_{l-1}))        the post-attention representation (what the probes read)
+    h_l = u_l + F_l(LN(u_l))                   F_l: cfg.kind's layer (``Kind.block``), routed over all B*T tokens
+
+then the core's final LayerNorm (with gamma, beta) and head. Decisions:
+
+- **Positions: sinusoidal** (Vaswani et al. 2017), added to the token embedding scaled by ``sqrt(d)``.
+  Not learned, because (1) they add no parameters, so the Transformer's parameters over the MLP
+  backbone's are exactly the attention's and the schedules' counts differ only by their experts; (2) they
+  are defined for every length, so the model needs no context-length field and the parity tests can use
+  short sequences; (3) the table is a NumPy constant every backend receives rounded from the same float64
+  array; (4) a learned table would be one more initialisation the paper does not give. The ``sqrt(d)``
+  scale keeps the token embedding (std 0.02, GPT-2's) from being swamped by the unit-size sinusoids.
+- **Attention**: ``num_heads`` heads of width ``d / heads``, separate query, key, value and output maps
+  with biases (``(in, out)`` weights, PyTorch's ``nn.Linear`` initialisation like every other linear
+  map), scores scaled by ``1 / sqrt(d / heads)``, the causal mask through ``ops.softmax``'s mask (masked
+  weights exactly 0).
+- **Block LayerNorms have no affine parameters** (``forward.normalise``): each feeds linear maps that
+  absorb ``gamma`` and ``beta`` (``diag(gamma) W`` and ``beta W + b``; only the bias-free gate loses the
+  constant logit offset ``beta W_g``), and it keeps the core's initialisation rules unchanged.
+- **Routing**: every position is a token of the layer's routing batch (N = B*T), as in the MLP
+  backbone's language model, so noise, masks and statistics have the same shapes.
+- **MoUE**: the trajectory state runs along the layers as in ``spec.moue``, updated after each layer's
+  feed-forward; its router reads ``[LN(u_l) ; r_l]``.
+- **FLOPs** (``layer_flops``): the feed-forward's plus the four ``d x d`` maps (``8 d^2``) and the scores
+  and the weighted sum over a query's causal keys, ``4 d (T + 1) / 2`` averaged over positions, at the
+  harness's context ``config.SEQUENCE_LENGTH``.
+
+``forward_with_probes`` is ``forward.model_forward`` that also returns each layer's attention weights
+(B, heads, T, T) and post-attention representations ``u_l`` (B*T, d), the inputs of ``spec.probes``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from .config import SEQUENCE_LENGTH, ModelConfig
+from .forward import embed, layer_norm, normalise
+from .kinds import Kind, ffn_of, register
+
+ATTENTION_MAPS = ("query", "key", "value", "out")
+
+
+@lru_cache(maxsize=16)
+def sinusoids(steps: int, d: int) -> np.ndarray:
+    """The (T, d) float64 table ``PE[t, 2i] = sin(t / 10000^(2i/d))``, ``PE[t, 2i+1] = cos(...)``."""
+    position = np.arange(steps, dtype=np.float64)[:, None]
+    rate = np.exp(-np.log(10_000.0) * (np.arange(0, d, 2, dtype=np.float64) / d))
+    table = np.zeros((steps, d))
+    table[:, 0::2] = np.sin(position * rate)
+    table[:, 1::2] = np.cos(position * rate[: d // 2])
+    table.setflags(write=False)
+    return table
+
+
+@lru_cache(maxsize=16)
+def causal(steps: int) -> np.ndarray:
+    """The (T, T) 0/1 float mask of keys ``j <= i`` each query ``i`` may attend to."""
+    mask = np.tril(np.ones((steps, steps)))
+    mask.setflags(write=False)
+    return mask
+
+
+def attention_params(params: dict, layer: int) -> dict:
+    """Layer ``layer``'s attention maps under short names (``query.weight``, ..., ``out.bias``)."""
+    prefix = f"layers.{layer}.attn."
+    return {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
+
+
+def attention(ops, p: dict, x, heads: int, allowed):
+    """Multi-head causal self-attention on ``x`` (B, T, d): ``(output (B, T, d), weights (B, heads, T, T))``."""
+    batch, steps, d = ops.shape(x)
+    width = d // heads
+
+    def split(name):  # (B, T, d) -> (B, heads, T, width)
+        t = ops.matmul(x, p[name + ".weight"]) + p[name + ".bias"]
+        return ops.transpose(ops.reshape(t, (batch, steps, heads, width)), (0, 2, 1, 3))
+
+    q, k, v = split("query"), split("key"), split("value")
+    scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / float(np.sqrt(width)))
+    weights = ops.softmax(scores, axis=-1, mask=allowed)
+    mixed = ops.reshape(ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3)), (batch, steps, d))
+    return ops.matmul(mixed, p["out.weight"]) + p["out.bias"], weights
+
+
+def transformer_layers(ops, params: dict, h, cfg: ModelConfig, noises=None, record: dict | None = None):
+    """The L blocks on embedded sequences ``h`` (B, T, d): ``(h_L (B*T, d), routings)``.
+
+    ``record`` (a dict, optional) receives ``"attention"``: each layer's weights (B, heads, T, T), and
+    ``"post_attention"``: each layer's ``u_l`` (B*T, d).
+    """
+    batch, steps, d = ops.shape(h)
+    tokens = batch * steps
+    ffn = ffn_of(cfg)
+    allowed = ops.constant(causal(steps), like=h) > 0.5
+    h = h * float(np.sqrt(d)) + ops.constant(sinusoids(steps, d), like=h)
+    state = ffn.initial_state(ops, ops.reshape(h, (tokens, d)), cfg)
+    routings = []
+    eps = cfg.layer_norm_eps
+    for layer in range(cfg.num_layers):
+        mixed, weights = attention(ops, attention_params(params, layer), normalise(ops, h, eps), cfg.num_heads, allowed)
+        u = ops.reshape(h + mixed, (tokens, d))
+        noise = None if noises is None else noises[layer]
+        y, routing, state = ffn.block(ops, params, layer, normalise(ops, u, eps), state, cfg, noise)
+        if routing is not None:
+            routings.append(routing)
+        if record is not None:
+            record.setdefault("attention", []).append(weights)
+            record.setdefault("post_attention", []).append(u)
+        h = ops.reshape(u + y, (batch, steps, d))
+    return ops.reshape(h, (tokens, d)), routings
+
+
+def forward_with_probes(ops, params: dict, x, cfg: ModelConfig):
+    """Evaluation-mode ``(logits (B, T, V), routings, record)`` with ``record`` as in ``transformer_layers``
+    (the same arithmetic as ``forward.model_forward``)."""
+    record: dict = {}
+    h, routings = transformer_layers(ops, params, embed(ops, params, x, cfg), cfg, None, record)
+    h = layer_norm(ops, h, params["norm.gamma"], params["norm.beta"], cfg.layer_norm_eps)
+    batch, steps = ops.shape(x)
+    logits = ops.reshape(ops.matmul(h, params["head.weight"]) + params["head.bias"], (batch, steps, cfg.output_dim))
+    return logits, routings, record
+
+
+def attention_flops(cfg: ModelConfig, steps: int = SEQUENCE_LENGTH) -> float:
+    """Per-token FLOPs of one attention layer: ``8 d^2`` for the maps, ``4 d (T + 1) / 2`` for scores and sum."""
+    d = cfg.hidden_dim
+    return 8.0 * d * d + 4.0 * d * (steps + 1) / 2.0
+
+
+class Transformer(Kind):
+    sequence = True
+
+    def layer_shapes(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+        # layer by layer (attention, then the feed-forward's own), then what no layer owns (a MoUE pool):
+        # the order of a module tree built from the names, so every backend exports them in this order
+        d, ffn = cfg.hidden_dim, ffn_of(cfg).layer_shapes(cfg)
+        shapes: dict[str, tuple[int, ...]] = {}
+        for layer in range(cfg.num_layers):
+            prefix = f"layers.{layer}."
+            for name in ATTENTION_MAPS:
+                shapes[f"{prefix}attn.{name}.weight"] = (d, d)
+                shapes[f"{prefix}attn.{name}.bias"] = (d,)
+            shapes.update({name: shape for name, shape in ffn.items() if name.startswith(prefix)})
+        shapes.update({name: shape for name, shape in ffn.items() if name not in shapes})
+        return shapes
+
+    def layers(self, ops, params: dict, h, cfg: ModelConfig, noises=None, record: dict | None = None):
+        return transformer_layers(ops, params, h, cfg, noises, record)
+
+    def layer_widths(self, cfg: ModelConfig) -> list[int]:
+        return ffn_of(cfg).layer_widths(cfg)
+
+    def layer_flops(self, cfg: ModelConfig, layer: int, active: float | None) -> float:
+        return ffn_of(cfg).layer_flops(cfg, layer, active) + attention_flops(cfg)
+
+    def fan_in(self, name: str, shape: tuple[int, ...], cfg: ModelConfig) -> int | None:
+        return ffn_of(cfg).fan_in(name, shape, cfg)
+
+    def balance_loss(self, ops, routings: list, cfg: ModelConfig):
+        return ffn_of(cfg).balance_loss(ops, routings, cfg)
+
+
+register("transformer", Transformer())
