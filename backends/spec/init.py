@@ -70,17 +70,34 @@ def fan_in(name: str, shape: tuple[int, ...], cfg: ModelConfig) -> int:
     return cfg.hidden_dim
 
 
+INIT_RULES = ("ones", "zeros", "normal", "uniform")
+
+
+def init_rule(name: str, shape: tuple[int, ...], cfg) -> tuple[str, float]:
+    """The distribution of one parameter (module docstring): ``("ones" | "zeros", 0)``, ``("normal", std)``
+    or ``("uniform", bound)`` for ``U(-bound, bound)``. ``init_tensor`` draws it from the spec's stream; a
+    framework's own layers draw it from their framework's generator. ``cfg``: a ``ModelConfig``, or any
+    object with the fields ``fan_in`` reads (a framework's stack of layers at its own width)."""
+    if name == "norm.gamma":
+        return "ones", 0.0
+    if name == "norm.beta":
+        return "zeros", 0.0
+    if name == "embed.weight":
+        return "normal", EMBED_STD
+    return "uniform", float(1.0 / np.sqrt(fan_in(name, shape, cfg)))
+
+
 def init_tensor(name: str, shape: tuple[int, ...], cfg: ModelConfig, seed: int) -> np.ndarray:
     """One parameter tensor, float64, from its own stream (see the module docstring)."""
-    if name == "norm.gamma":
+    rule, scale = init_rule(name, shape, cfg)
+    if rule == "ones":
         return np.ones(shape)
-    if name == "norm.beta":
+    if rule == "zeros":
         return np.zeros(shape)
     gen = rng.generator(seed, rng.PARAMS, rng.name_key(name))
-    if name == "embed.weight":
-        return EMBED_STD * gen.standard_normal(shape)
-    bound = 1.0 / np.sqrt(fan_in(name, shape, cfg))
-    return gen.uniform(-bound, bound, size=shape)
+    if rule == "normal":
+        return scale * gen.standard_normal(shape)
+    return gen.uniform(-scale, scale, size=shape)
 
 
 def init_params(cfg: ModelConfig, seed: int) -> dict[str, np.ndarray]:
