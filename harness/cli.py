@@ -34,7 +34,7 @@ from backends.spec.config import (
     ScheduleConfig,
     TrainConfig,
 )
-from harness import bench, compare, demo, parity, report, results_index
+from harness import bench, claims, compare, demo, parity, report, results_index
 from harness.data import DataError, load, locate
 from harness.data import cli as data_cli
 from harness.environment import REPO, fingerprint, machine_slug
@@ -397,6 +397,12 @@ def cmd_figures(args) -> int:
     return 0
 
 
+def cmd_claims(args) -> int:
+    records = list(Store(_results(args)).records())
+    print(claims.to_text(claims.judgements(records)), end="")
+    return 0
+
+
 def cmd_compare(args) -> int:
     a, b = Store(args.store_a), Store(args.store_b)
     for s in (a, b):
@@ -480,6 +486,7 @@ COMMANDS: tuple[Registrar, ...] = (
     command("report", "paper-vs-measured tables (Markdown, CSV, LaTeX) from the store", cmd_report, _report_arguments),
     command("figures", "Figures 1-11 (PNG and PDF) from the store", cmd_figures, _figures_arguments),
     command("compare", "pair the runs of two stores by config and report the differences", cmd_compare, _compare_arguments),
+    command("claims", "the papers' claims, each tested within our own runs over seeds (Welch's t-test)", cmd_claims, _results_argument),
     data_cli.add_command,
 )
 
