@@ -1,5 +1,11 @@
-"""Environment fingerprint recorded with every result: versions, device, CPU/GPU model, OS, git commit, and
-the BLAS serving this process's framework (``backends.blas_in_use``)."""
+"""Environment fingerprint recorded with every result: versions, device, CPU/GPU model, OS, git commit,
+the BLAS serving this process's framework (``backends.blas_in_use``), and the digests of the dataset files
+the process loaded (``harness.data.checksums.loaded``).
+
+``cpu`` is /proc/cpuinfo's model name, which a virtual machine may cut to the vendor's family ("AMD EPYC");
+``cpu_id`` adds the vendor, family, model and stepping numbers, which tell the generations apart. Records
+written before these fields existed lack ``cpu_id`` and ``data_files``: readers treat them as unknown.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +37,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_id() -> str:
+    """Vendor, family, model and stepping of the first CPU in /proc/cpuinfo (e.g. ``AuthenticAMD 25/17/1``); "" elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    fields = {}
+    for key in ("vendor_id", "cpu family", "model", "stepping"):
+        match = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
+        fields[key] = match.group(1).strip() if match else "?"
+    if all(v == "?" for v in fields.values()):
+        return ""
+    return f"{fields['vendor_id']} {fields['cpu family']}/{fields['model']}/{fields['stepping']}"
+
+
 def git_commit() -> str:
     """The checkout's commit, with ``+dirty`` when tracked files differ from it ("unknown" outside git)."""
     try:
@@ -44,6 +65,7 @@ def git_commit() -> str:
 def fingerprint(runtime: dict | None = None) -> dict:
     """The machine and software a result was produced on; ``runtime`` = a backend's ``runtime_info()``."""
     from backends import blas_in_use
+    from harness.data.checksums import loaded
 
     info = {
         "python": platform.python_version(),
@@ -52,12 +74,16 @@ def fingerprint(runtime: dict | None = None) -> dict:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "cpu_id": cpu_id(),
         "cpu_count": os.cpu_count(),
         "git_commit": git_commit(),
         "blas": blas_in_use(),
     }
     if runtime:
         info["backend"] = runtime
+    files = loaded()
+    if files:  # the dataset files this process checked and used, with their digests
+        info["data_files"] = files
     return info
 
 

@@ -103,30 +103,68 @@ def size_bars(rows, title: str) -> plt.Figure:
     return fig
 
 
+MIN_SEEDS_FILLED = 3  # a point over at least this many seeds is drawn filled; fewer: hollow
+
+
+def _seed_markers(ax, xs, ys, counts, color, marker: str = "o") -> None:
+    """Points filled where they are means over >= MIN_SEEDS_FILLED seeds, hollow where over fewer."""
+    for x, y, n in zip(xs, ys, counts):
+        filled = n >= MIN_SEEDS_FILLED
+        ax.plot([x], [y], marker=marker, linestyle="none", color=color, markerfacecolor=color if filled else "white", markersize=7)
+
+
+def _seed_legend(ax, counts) -> None:
+    """A legend entry per marker style in use, beside the configurations' entries."""
+    handles, labels = ax.get_legend_handles_labels()
+    styles = []
+    if any(n >= MIN_SEEDS_FILLED for n in counts):
+        styles.append((True, f"filled: ≥ {MIN_SEEDS_FILLED} seeds"))
+    if any(n < MIN_SEEDS_FILLED for n in counts):
+        low = sorted({n for n in counts if n < MIN_SEEDS_FILLED})
+        styles.append((False, f"hollow: {', '.join(map(str, low))} seed{'s' * (low != [1])}"))
+    for filled, text in styles:
+        handles.append(plt.Line2D([], [], marker="o", linestyle="none", color="grey", markerfacecolor="grey" if filled else "white"))
+        labels.append(text)
+    ax.legend(handles, labels, fontsize=8)
+
+
 def size_scaling(rows, title: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    counts = []
     for config in dict.fromkeys(r.labels["config"] for r, _ in rows):
-        pts = sorted((recs[0]["summary"]["params"], *_accuracy_spread(recs)) for r, recs in rows if r.labels["config"] == config and recs)
+        pts = sorted(
+            (recs[0]["summary"]["params"], *_accuracy_spread(recs), len(recs)) for r, recs in rows if r.labels["config"] == config and recs
+        )
         if pts:
-            params, means, stds = zip(*pts)
-            ax.errorbar(params, means, yerr=stds, marker="o", capsize=3, label=config)
+            params, means, stds, ns = zip(*pts)
+            bars = ax.errorbar(params, means, yerr=stds, capsize=3, label=config)
+            _seed_markers(ax, params, means, ns, bars.lines[0].get_color())
+            counts += ns
     ax.set(xscale="log", xlabel="parameters", ylabel="test accuracy % (mean ± 1 std over seeds)", title=title)
-    ax.legend()
+    _seed_legend(ax, counts)
     return fig
 
 
 def lm_sizes(rows, title: str) -> plt.Figure:
+    """Mean best perplexity per size and configuration; the marker says over how many seeds (filled: at
+    least MIN_SEEDS_FILLED, hollow: fewer), since the sizes are run with different numbers of seeds."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    counts = []
+    sizes = list(dict.fromkeys(r.labels["size"] for r, recs in rows if recs))
     for config in dict.fromkeys(r.labels["config"] for r, _ in rows):
         pts = [
-            (r.labels["size"], np.mean([x["summary"]["best_ppl"] for x in recs]))
+            (sizes.index(r.labels["size"]), np.mean([x["summary"]["best_ppl"] for x in recs]), len(recs))
             for r, recs in rows
             if r.labels["config"] == config and recs
         ]
         if pts:
-            ax.plot(*zip(*pts), marker="o", label=config)
-    ax.set(ylabel="best validation perplexity", yscale="log", title=title)
-    ax.legend()
+            xs, ys, ns = zip(*pts)
+            (line,) = ax.plot(xs, ys, label=config)
+            _seed_markers(ax, xs, ys, ns, line.get_color())
+            counts += ns
+    ax.set_xticks(range(len(sizes)), sizes)
+    ax.set(ylabel="best validation perplexity (mean over seeds)", yscale="log", title=title)
+    _seed_legend(ax, counts)
     return fig
 
 

@@ -84,6 +84,23 @@ KNOWN: dict[tuple[str, str], tuple[str, ...]] = {
 
 _ALGORITHMS = {32: "md5", 64: "sha256"}
 
+# Every file this process checked, by path: its dataset, name and digests (``loaded()``; the environment
+# fingerprint of a run records them, so a record says which bytes it was trained and tested on).
+_LOADED: dict[str, dict] = {}
+
+
+def loaded() -> list[dict]:
+    """The files checked so far in this process, sorted by path: ``{"dataset", "name", "path", "status", digests...}``."""
+    return [_LOADED[k] for k in sorted(_LOADED)]
+
+
+def _note(dataset: str, name: str, path: Path, data: bytes, verdict: Verdict) -> Verdict:
+    digests = dict(zip((_ALGORITHMS.get(len(d), "sha256") for d in verdict.actual), verdict.actual)) if verdict.actual else {}
+    if not digests or verdict.detail:  # unchecked, mismatched or recompressed: the file's own sha256
+        digests = {"sha256": hashlib.sha256(data).hexdigest()}
+    _LOADED[str(path)] = {"dataset": dataset, "name": name, "path": str(path), "status": verdict.status, **digests}
+    return verdict
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -126,7 +143,12 @@ def identify(digest: str) -> str | None:
 
 
 def check_bytes(dataset: str, name: str, path: Path, data: bytes, overrides: Overrides | None = None) -> Verdict:
-    """Check the bytes ``data`` read from ``path`` (file ``name`` of ``dataset``)."""
+    """Check the bytes ``data`` read from ``path`` (file ``name`` of ``dataset``); the file and its digest
+    are noted for :func:`loaded`."""
+    return _note(dataset, name, path, data, _check_bytes(dataset, name, path, data, overrides))
+
+
+def _check_bytes(dataset: str, name: str, path: Path, data: bytes, overrides: Overrides | None) -> Verdict:
     expected = expected_digests(dataset, name, overrides)
     if not expected:
         return Verdict("unchecked", path)

@@ -1,0 +1,58 @@
+"""Report hygiene: printed rounding keeps trailing zeros, no verdict across datasets, Table 7 needs two
+measured values, Table 5 says its runs were still improving, shared and orphan runs are named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness import report
+from harness.experiments import get
+from harness.experiments.tables import Printed
+
+RUNS = Path(__file__).resolve().parents[1] / "results" / "runs"
+
+
+def _records() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+
+
+def test_printed_resolution_keeps_trailing_zeros():
+    assert report._printed_resolution(Printed("1.0")) == 0.05
+    assert report._printed_resolution(Printed("2923.00")) == 0.005
+    assert report._printed_resolution(2.4) == 0.05 and report._printed_resolution(8) == 0.5
+    assert report.verdict(1.04, 0.0, 3, Printed("1.0")) == "within"
+    assert report.verdict(1.2, 0.0, 3, Printed("1.0")) == "outside"  # the old 0.5 allowance took it in
+    assert get("table6").paper[3]["avg_active"].text == "1.0"
+
+
+def test_no_verdict_across_datasets_and_counts_without_spread():
+    (sec, *_) = report.sections(get("table6"), _records())
+    assert all(line[-1] == report.OTHER_DATASET for line in sec.rows)
+    experts = sec.headers.index("experts")
+    assert [line[experts] for line in sec.rows] == ["8", "6", "3", "1"]
+
+
+def test_table7_best_needs_two_measured_values():
+    notes = [n for s in report.sections(get("table7"), _records()) for n in s.notes if n.startswith("Best values")]
+    assert notes and all("needs ≥ 2 measured values" in n and "agrees" not in n for n in notes)
+
+
+def test_table5_says_its_runs_were_still_improving():
+    notes = [n for s in report.sections(get("table5"), _records()) for n in s.notes]
+    assert any("still improving when stopped" in n for n in notes)
+
+
+def test_times_are_marked_and_not_set_against_the_paper():
+    (sec, *_) = report.sections(get("table2"), _records())
+    col = sec.headers.index(report.TIMINGS["train_seconds"])
+    assert all(line[col + 2] == "-" for line in sec.rows)  # no Δ
+    assert any("shared 2-core machine" in n for n in sec.notes)
+
+
+def test_shared_and_orphan_runs_are_named():
+    records = _records()
+    (sec, *_) = report.sections(get("table6"), records)
+    assert any(n.startswith("Shared runs:") and "Table 2" in n for n in sec.notes)
+    orphans = report.orphans(records)
+    assert orphans and all(r["key"] not in report.run_users(records) for r in orphans)
