@@ -6,12 +6,15 @@ matrix (``python -m harness parity``, ``harness.parity_worker``): the paper's Sm
 scopes, a Tiny language model, the MLP, and the baselines and MoUE from ``ROUTER_CASES`` (top-1, DynaMoE
 with its balancing loss and the MoUE-Switch combination stay in the tests alone, to keep the matrix
 quick). ``TRAJECTORIES``: the matrix's training trajectories: DynaMoE (Small, descending) and MoUE
-(trajectory state, a local expert, UELB) routed by Switch (capacity, dropping).
+(trajectory state, a local expert, UELB) routed by Switch (capacity, dropping). ``TRANSFORMER_CASES``:
+the Transformer backbone (``spec.transformer``) with each feed-forward (DynaMoE, the dense MLP, MoUE) and
+an ascending top-2 schedule, in every backend's tests (``tests/backend_checks.check_transformer_parity``:
+forward, masks, the probes' inputs, gradients and a short trajectory, under the MLP backbone's tolerances).
 """
 
 from __future__ import annotations
 
-from backends.spec import ModelConfig, RouterConfig
+from backends.spec import ModelConfig, RouterConfig, ScheduleConfig
 from backends.spec.config import MoUEConfig
 
 MOUE = MoUEConfig(pool_size=12, local_experts=1, trajectory_dim=4)
@@ -35,4 +38,12 @@ CONFIGS = {
 TRAJECTORIES = {
     "trajectory": ModelConfig(),
     "trajectory-moue-switch": ROUTER_CASES["moue-switch"],
+}
+
+_LM = {"size": "tiny", "task": "lm", "vocab_size": 97, "backbone": "transformer"}
+TRANSFORMER_CASES = {
+    "transformer-dynamoe": ModelConfig(**_LM),
+    "transformer-mlp": ModelConfig(**_LM, kind="mlp"),
+    "transformer-moue": ModelConfig(**_LM, kind="moue", moue=MOUE, router=RouterConfig(balance_weight=0.01)),
+    "transformer-ascending-top2": ModelConfig(**_LM, num_heads=2, schedule=ScheduleConfig("ascending"), router=RouterConfig(kind="topk")),
 }

@@ -8,7 +8,7 @@ import pytest
 from backends.spec import ModelConfig, init_params, rng
 from backends.spec.config import TrainConfig
 from backends.spec.optim import optimizer_state_names
-from harness.parity_cases import ROUTER_CASES
+from harness.parity_cases import ROUTER_CASES, TRANSFORMER_CASES
 
 
 def check_export_roundtrip_and_shape_errors(backend, cfg: ModelConfig) -> None:
@@ -132,3 +132,99 @@ def check_optimizer_state_continues_training_exactly(backend, compile: bool = Fa
         copy.load_optimizer_state({k: v for k, v in saved.items() if k != "m.input.weight"})
     with pytest.raises(ValueError, match=r"'m.head.bias' has shape \(3,\)"):
         copy.load_optimizer_state(dict(saved, **{"m.head.bias": np.zeros(3, np.float32)}))
+
+
+# --- the Transformer backbone (spec.transformer), in every backend -------------------------------------
+#
+# The MLP backbone's tolerances (above): float64 logits and the probes' inputs (attention weights,
+# post-attention representations) to 1e-10 absolute, float32 to 1e-5 of their scale; masks as above; the
+# float64 loss to 1e-12; float64 gradients against central differences of the reference loss; float32
+# gradients within 1e-4 of float64 ones. Trajectory: TRAJECTORY_STEPS float64 steps of the backend's
+# Trainer equal the steps made from its ``gradients`` and ``spec.optim.adamw_update`` (NumPy) to 1e-8.
+
+_TRANSFORMER_GRAD_PROBES = ("embed.weight", "layers.0.attn.query.weight", "layers.1.attn.out.bias", "layers.0.gate.weight",
+                            "layers.1.ffn.w1", "pool.experts.w2", "pool.trajectory.weight", "head.weight")  # fmt: skip
+TRAJECTORY_STEPS = 4
+
+
+def check_transformer_parity(backend, module, case: str, batch: int = 4, steps: int = 12) -> dict:
+    """``TRANSFORMER_CASES[case]`` in ``backend`` (built by ``module.build_model``, the backend's
+    ``transformer`` module) against the float64 reference. Returns the measured errors."""
+    from backends import reference
+    from backends.spec.optim import adamw_update, learning_rate
+    from harness.parity import max_abs_error, max_rel_error, norm_rel_error, routing_disagreement
+    from harness.training import step_noises
+
+    cfg = TRANSFORMER_CASES[case]
+    params = init_params(cfg, 2)
+    gen = rng.sample_generator(4)
+    x, y = gen.integers(0, cfg.vocab_size, (batch, steps)), gen.integers(0, cfg.vocab_size, (batch, steps))
+    noises = step_noises(cfg, 1, 0, batch * steps)
+    errors = {"f64": 0.0, "f32": 0.0, "probes_f64": 0.0, "probes_f32": 0.0}
+    same_selection = True
+    models = {dtype: module.build_model(cfg, params, dtype) for dtype in ("float64", "float32")}
+    exported = backend.export_params(models["float64"])
+    assert list(exported) == list(params) and all(np.array_equal(exported[k], params[k]) for k in params)
+    for noise in (noises, None):
+        ref, ref_routings = reference.forward(params, x, cfg, noise)
+        logits, masks = backend.forward(models["float64"], x, noise)
+        errors["f64"] = max(errors["f64"], max_abs_error(logits, ref))
+        assert len(masks) == len(ref_routings) and all(np.array_equal(m, r.mask) for m, r in zip(masks, ref_routings)), case
+        logits, masks = backend.forward(models["float32"], x, noise)
+        assert logits.dtype == np.float32
+        errors["f32"] = max(errors["f32"], max_rel_error(logits, ref))
+        for layer, (m, r) in enumerate(zip(masks, ref_routings)):
+            noisy = r.probs if noise is None else r.probs + noise[layer]
+            differing, unexplained = routing_disagreement(m, r.mask, noisy, cfg.router)
+            assert unexplained == 0, (case, layer, differing)
+            same_selection &= differing == 0
+    _, _, ref_record = reference.forward_with_probes(params, x, cfg)
+    for dtype, key in (("float64", "probes_f64"), ("float32", "probes_f32")):
+        _, _, record = module.forward_with_probes(models[dtype], x)
+        for name in ("attention", "post_attention"):
+            assert len(record[name]) == cfg.num_layers
+            for got, want in zip(record[name], ref_record[name]):
+                assert got.shape == want.shape
+                err = max_abs_error(got, want) if dtype == "float64" else max_rel_error(got, want)
+                errors[key] = max(errors[key], err)
+    assert errors["f64"] <= 1e-10 and errors["f32"] <= 1e-5, (case, errors)
+    assert errors["probes_f64"] <= 1e-10 and errors["probes_f32"] <= 1e-5, (case, errors)
+
+    loss, grads = backend.gradients(models["float64"], x, y, noises)
+    assert loss == pytest.approx(reference.loss(params, x, y, cfg, noises), rel=1e-12, abs=1e-12)
+    assert list(grads) == list(params)
+    pick = np.random.default_rng(0)
+    for name in (n for n in _TRANSFORMER_GRAD_PROBES if n in params):
+        idx = tuple(int(pick.integers(0, s)) for s in params[name].shape)
+        if name == "embed.weight":
+            idx = (int(x[0, 0]), idx[1])  # a row the batch uses
+        plus, minus = dict(params), dict(params)
+        plus[name], minus[name] = params[name].copy(), params[name].copy()
+        plus[name][idx] += 1e-6
+        minus[name][idx] -= 1e-6
+        numeric = (reference.loss(plus, x, y, cfg, noises) - reference.loss(minus, x, y, cfg, noises)) / 2e-6
+        assert grads[name][idx] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (case, name)
+    if same_selection:
+        _, grads32 = backend.gradients(models["float32"], x, y, noises)
+        live = [k for k in grads if np.linalg.norm(grads[k]) > 1e-9]
+        errors["grad_f32"] = max(norm_rel_error(grads32[k], grads[k]) for k in live)
+        assert errors["grad_f32"] <= 1e-4, (case, errors)
+
+    train = TrainConfig(batch_size=batch)
+    trainer = backend.Trainer(module.build_model(cfg, params, "float64"), train)
+    current = {k: v.copy() for k, v in params.items()}
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(val) for k, val in params.items()}
+    errors["trajectory_f64"] = 0.0
+    for step in range(TRAJECTORY_STEPS):
+        step_noise = step_noises(cfg, 0, step, batch * steps)
+        lr = learning_rate(step, TRAJECTORY_STEPS, train)
+        backend.to_float(trainer.step(x, y, step_noise, lr))
+        _, g = backend.gradients(module.build_model(cfg, current, "float64"), x, y, step_noise)
+        for k in current:
+            current[k], m[k], v[k] = adamw_update(current[k], g[k], m[k], v[k], step + 1, lr, train)
+        got = backend.export_params(trainer.model)
+        errors["trajectory_f64"] = max(errors["trajectory_f64"], max(norm_rel_error(got[k], current[k]) for k in current))
+    assert errors["trajectory_f64"] <= 1e-8, (case, errors)
+    return errors
+

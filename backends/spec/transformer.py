@@ -101,8 +101,8 @@ def transformer_layers(ops, params: dict, h, cfg: ModelConfig, noises=None, reco
     batch, steps, d = ops.shape(h)
     tokens = batch * steps
     ffn = ffn_of(cfg)
-    allowed = ops.constant(causal(steps), like=h) > 0.5
-    h = h * float(np.sqrt(d)) + ops.constant(sinusoids(steps, d), like=h)
+    allowed = ops.constant(np.array(causal(steps)), like=h) > 0.5  # copies: frameworks refuse read-only buffers
+    h = h * float(np.sqrt(d)) + ops.constant(np.array(sinusoids(steps, d)), like=h)
     state = ffn.initial_state(ops, ops.reshape(h, (tokens, d)), cfg)
     routings = []
     eps = cfg.layer_norm_eps
