@@ -46,13 +46,19 @@ def test_atomic_write_leaves_the_old_file_when_a_write_fails(tmp_path, monkeypat
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
 
 
+def _record(key: str, accuracy: float) -> dict:
+    """A committed record of results/runs/, under another key and accuracy."""
+    record = json.loads(next(iter(sorted((REPO / "results" / "runs").glob("*.json")))).read_text())
+    return {**record, "key": key, "summary": {**record["summary"], "accuracy": accuracy}}
+
+
 def test_store_never_overwrites_a_finished_run_silently(tmp_path):
     store = Store(tmp_path)
-    store.put({"key": "k", "summary": {"accuracy": 0.5}})
+    store.put(_record("k", 0.5))
     with pytest.raises(StoreError, match="--rerun"):
-        store.put({"key": "k", "summary": {"accuracy": 0.9}})
+        store.put(_record("k", 0.9))
     assert store.get("k")["summary"]["accuracy"] == 0.5
-    store.put({"key": "k", "summary": {"accuracy": 0.9}}, supersede=True)
+    store.put(_record("k", 0.9), supersede=True)
     assert store.get("k")["summary"]["accuracy"] == 0.9
     (old,) = (tmp_path / "runs" / "superseded").iterdir()
     assert json.loads(old.read_text())["summary"]["accuracy"] == 0.5
@@ -263,7 +269,7 @@ class _Killed(Exception):
 def test_a_run_killed_after_an_epoch_continues_from_its_checkpoint_to_the_same_record(tmp_path, monkeypatch):
     """A run stopped after epoch 1 of 2 continues from the checkpoint it left and ends with the record
     of a run never stopped (bit for bit but the timings: same seeds, same state, same ops); the
-    checkpoint goes when the record is written, ``--rerun`` starts afresh, a damaged one is named."""
+    checkpoint goes when the record is written, ``--rerun`` starts afresh, a damaged one is moved aside."""
     backend_or_skip("torch")
     spec = dataclasses.replace(_tiny_spec(), train=dataclasses.replace(_tiny_spec().train, epochs=2))
     whole = run(spec, Store(tmp_path / "whole"), echo=lambda s: None)
@@ -294,6 +300,9 @@ def test_a_run_killed_after_an_epoch_continues_from_its_checkpoint_to_the_same_r
     lines.clear()
     again = run(spec, store, supersede=True, echo=lines.append)
     assert lines[0].startswith("epoch 1/2") and untimed(again) == untimed(whole)
+    # a damaged checkpoint is moved to quarantine/ (named on stderr) and the run starts afresh
     store.checkpoint_path(spec.key).write_bytes(b"not a zip")
-    with pytest.raises(StoreError, match="cannot be read .*delete it to start the run afresh"):
-        run(spec, store, echo=lambda s: None)
+    lines.clear()
+    fresh = run(spec, store, supersede=True, echo=lines.append)
+    assert lines[0].startswith("epoch 1/2") and untimed(fresh) == untimed(whole)
+    assert (store.root / "quarantine" / "checkpoints" / f"{spec.key}.npz").read_bytes() == b"not a zip"
