@@ -6,6 +6,19 @@ a run checkpoints after every epoch, so a sweep killed at any moment (SIGKILL in
 the epochs in flight, and the next invocation continues exactly those runs from their checkpoints.
 Interrupting the sweep itself (Ctrl-C, or SIGTERM to its process alone, as ``kill`` or a batch
 scheduler sends it) stops its workers too, so none goes on unseen; their runs are not marked failed.
+A worker whose sweep is SIGKILLed stops as well (``harness.worker``: it dies with its parent).
+
+A run is claimed (``harness.claims_lock``) before it is handed to a worker, so two sweeps sharing a
+store split the runs instead of each training all of them: :func:`claim_run` gives the claim, or the
+outcome of a run another sweep holds (``"claimed"``; with ``wait_claimed``, it waits for that sweep to end and
+then skips the run if it finished). An executor other than this one claims the same way, in the
+store the driver writes to, before dispatching.
+
+Where a worker runs is an executor's one decision: :class:`LocalExecutor` (``run --executor local``, the
+default) starts it here; ``harness.ray_executor.RayExecutor`` (``--executor ray``) on a Ray cluster's
+node, against a private store there, copying each checkpoint and the record back into this one. The
+planning, claims, progress lines and bar, outcomes and failure records are :func:`run_specs`'s, the same
+for both.
 """
 
 from __future__ import annotations
@@ -16,13 +29,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 
 from backends import COMPILE_BY_DEFAULT, worker_env
+from harness import claims_lock
 from harness.experiments import Experiment, RunConfig
 from harness.store import Store
 
@@ -33,7 +45,7 @@ QUICK_EPOCHS = 2
 @dataclass
 class Outcome:
     spec: RunConfig
-    status: str  # "done", "skipped" (already in the store), "failed" or "interrupted"
+    status: str  # "done", "skipped" (already in the store), "failed", "interrupted" or "claimed" (by another sweep)
     message: str = ""
 
 
@@ -50,6 +62,9 @@ def plan(
     training set; the records say so through their config)."""
     if not experiment.rows:
         return []
+    for name, value in (("epochs", epochs), ("num_samples", num_samples)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} = {value}: give 1 or more (or leave it out for the protocol's)")
     if quick:
         epochs = epochs or QUICK_EPOCHS
     specs: dict[str, RunConfig] = {}
@@ -73,6 +88,115 @@ def _with_cut(spec: RunConfig, cut: int) -> RunConfig:
     return dataclasses.replace(spec, num_samples=cut, init_from=source)
 
 
+def on_hardware(specs: list[RunConfig], kinds: list[str] | None) -> list[RunConfig]:
+    """Each run once per kind of hardware (``run --hardware cpu cuda``); the kind enters the run's key, so
+    the records of one config on two kinds are two records. No kinds: ``specs`` as they are."""
+    if not kinds:
+        return specs
+    out: dict[str, RunConfig] = {}
+    for kind in kinds:
+        for spec in specs:
+            placed = _with_hardware(spec, kind)
+            out.setdefault(placed.key, placed)
+    return list(out.values())
+
+
+def _with_hardware(spec: RunConfig, kind: str) -> RunConfig:
+    source = None if spec.init_from is None else _with_hardware(spec.init_from, kind)
+    return dataclasses.replace(spec, hardware=kind, init_from=source)
+
+
+@dataclass(frozen=True)
+class WorkerArgs:
+    """What a worker is told besides its config: the flags of ``python -m harness.worker``."""
+
+    compile: bool = False
+    rerun: bool = False
+    save_params: bool = False
+    data_dir: str | None = None
+
+    def command(self, results_dir, parent_pid: int) -> list[str]:
+        """The worker's argv, writing to ``results_dir`` and dying with ``parent_pid``; its config goes on stdin."""
+        cmd = [sys.executable, "-m", "harness.worker", "-", str(results_dir), "--parent-pid", str(parent_pid)]
+        cmd += ["--compile"] * self.compile + ["--rerun"] * self.rerun + (["--data-dir", self.data_dir] if self.data_dir else [])
+        return cmd + ["--save-params"] * self.save_params
+
+
+def start_worker(spec: RunConfig, results_dir, args: WorkerArgs, env: dict, **popen) -> subprocess.Popen:
+    """Start ``python -m harness.worker`` for ``spec`` in ``env`` (text pipes for stdout and stderr), its
+    config written to its stdin; the same for every executor."""
+    cmd = args.command(results_dir, os.getpid())
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    try:  # the config on stdin: no temporary file to leave behind
+        proc.stdin.write(json.dumps(spec.as_dict()))
+        proc.stdin.close()
+    except BrokenPipeError:  # the worker died at once; its stderr says why
+        pass
+    return proc
+
+
+class LocalExecutor:
+    """Each run's worker a process on this machine, writing to the store itself; ``jobs`` at once, each
+    given ``cpu_count // jobs`` threads (the frameworks' own default for one job)."""
+
+    name = "local"
+
+    def __init__(self, jobs: int = 1) -> None:
+        self.concurrency = jobs
+        self.threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+        self._lock = threading.Lock()
+        self._live: set[subprocess.Popen] = set()
+        self._stopped = False
+
+    def prepare(self, specs: list[RunConfig]) -> None:
+        """Check, before any run starts, that these runs can run here (nothing to check on this machine)."""
+
+    def run(self, spec: RunConfig, store: Store, args: WorkerArgs, say) -> tuple[int | None, str]:
+        """Run ``spec``'s worker to its end, each line of its stdout to ``say``: its exit status (``None``:
+        not started, the sweep was stopped) and its stderr."""
+        with self._lock:
+            if self._stopped:
+                return None, ""
+            proc = start_worker(spec, store.root, args, worker_env(spec.backend, self.threads))
+            self._live.add(proc)
+        for line in proc.stdout:
+            say(line.rstrip())
+        stderr = proc.stderr.read()
+        code = proc.wait()
+        with self._lock:
+            self._live.discard(proc)
+        return code, stderr
+
+    def stop(self) -> None:
+        """Stop every worker (a worker checkpoints after each epoch; the next sweep resumes there)."""
+        with self._lock:
+            self._stopped = True
+            for proc in self._live:
+                proc.terminate()
+
+    def close(self) -> None:
+        pass
+
+
+def claim_run(
+    spec: RunConfig, store: Store, *, rerun: bool = False, wait_claimed: bool = False, stop: threading.Event | None = None
+) -> claims_lock.Claim | Outcome:
+    """Claim ``spec``'s run in ``store`` before it is trained: the held claim (release it when the run
+    ends), or the run's outcome without training it: ``"claimed"`` (another live sweep holds it),
+    ``"skipped"`` (finished meanwhile; not with ``rerun``), ``"interrupted"`` (``stop`` set while waiting)."""
+    got = claims_lock.try_claim(store.root, spec.key)
+    if isinstance(got, claims_lock.Owner):
+        if not wait_claimed:
+            return Outcome(spec, "claimed", got.describe())
+        got = claims_lock.wait_for_claim(store.root, spec.key, stop=stop)
+        if got is None:
+            return Outcome(spec, "interrupted", "not started")
+    if not rerun and store.has(spec.key):
+        got.release()
+        return Outcome(spec, "skipped", "finished by another sweep")
+    return got
+
+
 def run_specs(
     specs: list[RunConfig],
     store: Store,
@@ -81,52 +205,65 @@ def run_specs(
     compile: bool | None = None,
     rerun: bool = False,
     data_dir: str | None = None,
+    wait_claimed: bool = False,
     echo=print,
+    executor=None,
 ) -> list[Outcome]:
-    """Run every spec not yet finished in ``store``; failures are recorded and the sweep goes on."""
+    """Run every spec not yet finished in ``store``; failures are recorded and the sweep goes on.
+    Runs another sweep has claimed come back ``"claimed"`` (with ``wait_claimed``: waited for).
+    ``executor`` decides where each worker runs (default :class:`LocalExecutor` with ``jobs``); its
+    ``prepare`` refuses runs it cannot place before anything is claimed or written."""
     from tqdm import tqdm
 
     todo = [s for s in specs if rerun or not store.has(s.key)]
     outcomes = [Outcome(s, "skipped", "already in the store") for s in specs if s not in todo]
     if not todo:
         return outcomes
+    executor = executor if executor is not None else LocalExecutor(jobs)
+    executor.prepare(todo)
     sources = {s.init_from.key for s in specs if s.init_from is not None}
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
     bar = tqdm(total=len(todo), unit="run", desc="runs", disable=not sys.stderr.isatty())
     lock = threading.Lock()
     counter = iter(range(1, len(todo) + 1))
-    live: set[subprocess.Popen] = set()
     interrupted = threading.Event()
+    held: dict[str, Outcome] = {}  # runs another sweep holds: the runs from them wait for them too
+    heartbeat = claims_lock.Heartbeat().start()
 
     def one(spec: RunConfig) -> Outcome:
+        source = None if spec.init_from is None else held.get(spec.init_from.key)
+        if source is not None:
+            return Outcome(spec, "claimed", f"{source.message} (its source run)")
+        claim = claim_run(spec, store, rerun=rerun, wait_claimed=wait_claimed, stop=interrupted)
+        if isinstance(claim, Outcome):
+            if claim.status == "claimed":
+                held[spec.key] = claim
+            return claim
+        heartbeat.add(claim)
+        try:
+            return train_one(spec)
+        finally:
+            heartbeat.discard(claim)
+            claim.release()
+
+    def train_one(spec: RunConfig) -> Outcome:
         with lock:
             if interrupted.is_set():
                 return Outcome(spec, "interrupted", "not started")
             number = next(counter)
         tag = f"[{number}/{len(todo)}] {spec.describe()}"
         use_compile = COMPILE_BY_DEFAULT[spec.backend] if compile is None else compile
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-            json.dump(spec.as_dict(), handle)
-        cmd = [sys.executable, "-m", "harness.worker", handle.name, str(store.root)]
-        cmd += ["--compile"] * use_compile + ["--rerun"] * rerun + (["--data-dir", data_dir] if data_dir else [])
-        cmd += ["--save-params"] * (spec.key in sources)
-        try:
-            with lock:
-                if interrupted.is_set():
-                    return Outcome(spec, "interrupted", "not started")
-                bar.write(f"{tag}: started")
-                env = worker_env(spec.backend, threads)
-                proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                live.add(proc)
-            for line in proc.stdout:
-                with lock:
-                    bar.write(f"{tag}: {line.rstrip()}")
-            stderr = proc.stderr.read()
-            code = proc.wait()
-        finally:
-            Path(handle.name).unlink(missing_ok=True)
+        args = WorkerArgs(use_compile, rerun, spec.key in sources, data_dir)
         with lock:
-            live.discard(proc)
+            if interrupted.is_set():
+                return Outcome(spec, "interrupted", "not started")
+            bar.write(f"{tag}: started")
+
+        def say(line: str) -> None:
+            with lock:
+                bar.write(f"{tag}: {line}")
+
+        code, stderr = executor.run(spec, store, args, say)
+        with lock:
             bar.update(1)
         if store.has(spec.key):  # its record is written: a signal during the worker's exit changes nothing
             return Outcome(spec, "done")
@@ -148,7 +285,7 @@ def run_specs(
     previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
     submitted = {}
     try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        with ThreadPoolExecutor(max_workers=executor.concurrency) as pool:
             try:
                 for depth in sorted({_depth(s) for s in todo}):  # sources finish before the runs that start from them
                     submitted.update({s.key: pool.submit(one, s) for s in todo if _depth(s) == depth})
@@ -157,9 +294,10 @@ def run_specs(
             except KeyboardInterrupt:
                 with lock:
                     interrupted.set()
-                    for proc in live:
-                        proc.terminate()  # a worker checkpoints after each epoch; the next sweep resumes there
+                executor.stop()  # a worker checkpoints after each epoch; the next sweep resumes there
     finally:
+        executor.close()
+        heartbeat.stop()
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
         bar.close()

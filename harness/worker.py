@@ -4,15 +4,25 @@
 backend per process, and a crash takes down one run, not the sweep); it prints one ``epoch ...`` line
 per epoch for the parent's progress display and writes ``<key>.json`` (or ``<key>.failed.json``). After
 every epoch it leaves a checkpoint in the store, so a run that is killed continues from its last epoch
-when the sweep is run again (``--rerun`` starts afresh).
+when the sweep is run again (``--rerun`` starts afresh). ``RUN_CONFIG_JSON`` is a file or ``-``, the
+config on stdin (how the runner passes it: no temporary file to leave behind).
+
+A worker dies with its sweep: given ``--parent-pid``, it asks Linux for SIGTERM when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``), and elsewhere checks its parent at every step; either way it stops at
+once, its temporary files removed, and writes no failure record (the run is not at fault: the next
+sweep continues it from its checkpoint). A run that is already finished when it starts, or that another
+process finishes first, is left as it is and the worker exits with 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import itertools
 import json
 import math
+import os
+import signal
 import sys
 import time
 import traceback
@@ -22,10 +32,41 @@ import numpy as np
 import backends
 from backends.spec import accounting, rng
 from harness.experiments import RunConfig
-from harness.store import Store
+from harness.probes_summary import add_probes
+from harness.store import RecordExists, Store
 from harness.training import EpochResult, step_noises, tokens_per_sample
 
 GRADIENT_BATCHES = 8  # mini-batches over which the gate-gradient variance (Theorem 2) is measured
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class ParentGone(BaseException):
+    """The sweep that started this worker is gone: stop without recording a failure."""
+
+
+_parent: int | None = None  # the sweep's pid, when it gave one
+
+
+def check_parent(*_) -> None:
+    """Raise :class:`ParentGone` if the sweep that started this worker has died (a cheap getppid)."""
+    if _parent is not None and os.getppid() != _parent:
+        raise ParentGone
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM (a clean exit, see ``main``) when ``parent`` dies: prctl on Linux, polling elsewhere."""
+    global _parent
+    _parent = parent
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl: the step checks alone
+    check_parent()  # the parent may have died before prctl took effect
+
+
+def _terminated(signum, frame) -> None:
+    raise ParentGone  # unwinds: atomic writes remove their temporary files, no failure record
 
 
 def epochs_to_fraction(accuracies: list[float], fraction: float = 0.95) -> int | None:
@@ -143,6 +184,7 @@ def _train(config: RunConfig, store: Store, *, compile: bool, data_dir: str | No
         compile=compile,
         dtype=config.dtype,
         on_epoch=on_epoch,
+        on_step=check_parent,
         params=initial,
         resume=resume,
         on_checkpoint=lambda c: store.put_checkpoint(config.key, c.to_arrays()),
@@ -180,6 +222,7 @@ def run(
         "started": started,
         "finished": time.time(),
     }
+    add_probes(record["summary"], backend, model, config, data)  # a Transformer's probes per layer
     if save_params:  # before the record: a finished record then always has its parameters
         store.put_params(config.key, backend.export_params(model))
     store.put(record, supersede=supersede)
@@ -189,18 +232,36 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.worker")
-    p.add_argument("run_config", metavar="RUN_CONFIG_JSON", help="JSON file holding RunConfig.as_dict()")
+    p.add_argument("run_config", metavar="RUN_CONFIG_JSON", help="JSON file holding RunConfig.as_dict(), or - for stdin")
     p.add_argument("results_dir")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--rerun", action="store_true", help="replace a finished record (the old one is kept under runs/superseded/)")
     p.add_argument("--save-params", action="store_true", help="also store the trained parameters (params/<key>.npz)")
+    p.add_argument("--parent-pid", type=int, default=None, help="stop when this process (the sweep) is gone")
     args = p.parse_args(argv)
-    with open(args.run_config) as handle:
-        config_dict = json.load(handle)
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        if args.parent_pid is not None:
+            _die_with_parent(args.parent_pid)
+        return _work(args)
+    except (ParentGone, BrokenPipeError):  # the sweep is gone (its pipe with it) or stopped this worker
+        _quiet_stdout()
+        return 128 + signal.SIGTERM
+
+
+def _work(args) -> int:
+    if args.run_config == "-":
+        config_dict = json.load(sys.stdin)
+    else:
+        with open(args.run_config) as handle:
+            config_dict = json.load(handle)
     store = Store(args.results_dir)
     try:
         config = RunConfig.from_dict(config_dict)
+        if not args.rerun and store.has(config.key):
+            print(f"already finished: {store.path(config.key)} (kept)", flush=True)
+            return 0
         run(
             config,
             store,
@@ -208,14 +269,33 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
             supersede=args.rerun,
             save_params=args.save_params,
-            echo=lambda s: print(s, flush=True),
+            echo=_echo,
         )
+    except RecordExists as exc:  # another process finished this run first: its record stands
+        store.drop_checkpoint(config.key)
+        print(f"kept: {exc}", file=sys.stderr, flush=True)
+        return 0
     except Exception as exc:  # recorded, so the sweep goes on and the report can say what failed
         key = RunConfig.from_dict(config_dict).key if "model" in config_dict else "unknown"
         store.put_failure(key, config_dict, f"{type(exc).__name__}: {exc}", traceback.format_exc())
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def _echo(line: str) -> None:
+    check_parent()
+    print(line, flush=True)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout and stderr at /dev/null so the interpreter's exit does not fail on the dead pipes."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(null, stream.fileno())
+        except (OSError, ValueError):
+            pass
 
 
 if __name__ == "__main__":
