@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from backends.spec.config import SCHEDULES, ModelConfig, ScheduleConfig  # noqa: E402
+from harness.experiments import get  # noqa: E402
 from harness.report import seed_stats  # noqa: E402
 
 
@@ -230,3 +231,63 @@ def loss_curves(rows, title: str) -> plt.Figure:
 
 def accuracy_curves(rows, title: str) -> plt.Figure:
     return _curves(rows, title, "test_accuracy", "test accuracy %", 100.0)
+
+
+# --- the Transformer backbone (``harness.experiments.transformer``) ----------------------------------------
+
+TRANSFORMER_PROBES = (
+    ("attention_entropy", "attention entropy (nats)"),
+    ("attention_distance", "attention distance (positions)"),
+    ("head_specialisation", "head specialisation (JS, bits)"),
+    ("feature_load", "feature load (participation ratio)"),
+    ("superposition_pressure", "superposition pressure"),
+)
+
+
+def transformer_probes(rows, title: str) -> plt.Figure:
+    """Each probe across depth (mean over seeds), one line per schedule, one row of panels per size."""
+    sizes = list(dict.fromkeys(r.labels["size"] for r, recs in rows if recs))
+    fig, axes = plt.subplots(len(sizes), len(TRANSFORMER_PROBES), figsize=(3.4 * len(TRANSFORMER_PROBES), 3.0 * len(sizes)), squeeze=False)
+    for i, size in enumerate(sizes):
+        for j, (probe, label) in enumerate(TRANSFORMER_PROBES):
+            ax = axes[i, j]
+            for row, recs in rows:
+                runs = [x["summary"]["probes"] for x in recs if x.get("summary", {}).get("probes")]
+                if row.labels["size"] != size or not runs:
+                    continue
+                values = np.array([[np.nan if layer.get(probe) is None else layer[probe] for layer in run] for run in runs], dtype=float)
+                ax.plot(np.arange(values.shape[1]), np.nanmean(values, axis=0), marker="o", label=row.labels["config"])
+            ax.set(xlabel="layer", title=f"{size}: {label}")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def transformer_ppl(rows, title: str) -> plt.Figure:
+    """Final perplexity per schedule (mean over seeds, the seeds as dots) per size, beside the paper's
+    Table 5 numbers on the MLP backbone (its final val PPL, where it has the schedule and size)."""
+    paper = {(p["size"], p["config"].replace("MLP", "Dense FFN")): float(str(p["final_ppl"])) for p in get("table5").paper}
+    sizes = list(dict.fromkeys(r.labels["size"] for r, recs in rows if recs))
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.2), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        labels, ours, theirs = [], [], []
+        for row, recs in rows:
+            if row.labels["size"] != size or not recs:
+                continue
+            values = [x["summary"]["final_ppl"] for x in recs]
+            x = len(labels)
+            labels.append(row.labels["config"])
+            ours.append(np.mean(values))
+            ax.scatter([x] * len(values), values, color="k", s=8, zorder=3)
+            theirs.append(paper.get((size, row.labels["config"]), np.nan))
+        xs = np.arange(len(labels))
+        ax.bar(xs - 0.2, ours, width=0.4, label="Transformer (ours)")
+        ax.bar(xs + 0.2, theirs, width=0.4, label="MLP backbone (paper, Table 5)")
+        ax.set_xticks(xs, labels, rotation=30, ha="right")
+        ax.set(ylabel="final validation perplexity", yscale="log", title=size)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

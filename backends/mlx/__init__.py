@@ -14,6 +14,7 @@ from .model import (
     to_tensor,
 )
 from .train import Trainer, evaluate_batch, forward, gradients, runtime_info, to_float
+from .transformer import build_model  # noqa: F811  (backbone='transformer': spec.transformer; else model.build_model)
 
 NAME = "mlx"
 

@@ -18,6 +18,7 @@ from .figures import FIGURES
 from .protocol import BATCH_SIZES, EPOCHS, protocol_epochs
 from .run import RunConfig
 from .tables import TABLES
+from .transformer import EXPERIMENTS as TRANSFORMER
 
 REGISTRY: dict[str, Experiment] = {}
 
@@ -29,7 +30,7 @@ def register(*experiments: Experiment) -> None:
         REGISTRY[e.name] = e
 
 
-register(*TABLES, *FIGURES, *EXTRAS)
+register(*TABLES, *FIGURES, *EXTRAS, *TRANSFORMER)
 
 
 def get(name: str) -> Experiment:

@@ -1,0 +1,114 @@
+"""The ``transformer-schedules`` experiment: its rows, the probe summary, and the analysis of Section 7.6's
+prediction on synthetic run records (Spearman, Kendall, sign and t-tests against SciPy where installed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends import reference
+from backends.spec import init_params
+from backends.spec.config import ModelConfig
+from backends.spec.schedules import expert_counts
+from harness.experiments import get
+from harness.experiments import transformer as X
+from harness.probes_summary import PROBE_FIELDS, layer_probes
+
+
+def test_the_experiment_rows():
+    e = get(X.NAME)
+    assert e.dataset == "wikitext2" and len(e.rows) == 14
+    runs = e.runs("torch", [0, 1, 2])
+    assert len(runs) == 42 and len({r.key for _, r in runs}) == 42
+    cfgs = [r.model for _, r in runs]
+    assert all(c.backbone == "transformer" and c.num_heads == 4 and c.task == "lm" for c in cfgs)
+    assert {c.size for c in cfgs} == {"tiny", "small"} and {c.kind for c in cfgs} == {"mlp", "dynamoe", "moue"}
+    assert runs[0][1].train.batch_size == 32 and runs[0][1].train.epochs == 20  # Table 5's protocol
+    assert get("figure-transformer-probes").source == X.NAME and get("figure-transformer-ppl").kind == "figure"
+
+
+def test_layer_probes_of_the_reference():
+    cfg = ModelConfig(size="tiny", task="lm", vocab_size=40, backbone="transformer")
+    params = init_params(cfg, 0)
+    x = np.random.default_rng(0).integers(0, 40, (4, 16))
+    _, routings, record = reference.forward_with_probes(params, x, cfg)
+    layer = layer_probes(record["attention"][0], record["post_attention"][0], routings[0].mask, cfg)
+    assert set(PROBE_FIELDS) <= set(layer) and layer["avg_active"] >= 1
+    assert 0 < layer["attention_entropy"] <= np.mean(np.log(np.arange(1, 17))) + 1e-12
+    assert layer["capacity"] == pytest.approx(layer["avg_active"] * cfg.expert_hidden)
+    assert layer["superposition_pressure"] == pytest.approx(layer["feature_load"] / layer["capacity"])
+    dense = layer_probes(record["attention"][0], record["post_attention"][0], None, cfg)
+    assert dense["capacity"] == cfg.mlp_hidden and "avg_active" not in dense
+
+
+def _record(size, kind, schedule, seed, probes, ppl, backbone="transformer"):
+    model = {"size": size, "kind": kind, "task": "lm", "schedule": {"name": schedule, "e_min": 1, "e_max": 8}}
+    if backbone:
+        model["backbone"] = backbone
+    return {"spec": {"model": model, "seed": seed}, "summary": {"final_ppl": ppl, "probes": probes}}
+
+
+def _probes(profile):
+    return [{p: v * (i + 1) if p != "feature_load" else v for p in PROBE_FIELDS} | {"feature_load": v} for i, v in enumerate(profile)]
+
+
+def synthetic():
+    """Rising feature load; ascending best on the Transformer, descending best on the MLP backbone."""
+    recs = []
+    rising = [1.0, 2.0, 3.0, 4.0]
+    for seed in range(3):
+        jitter = 0.01 * seed
+        recs.append(_record("small", "mlp", "descending", seed, _probes([v + jitter for v in rising]), 500.0))
+        for schedule, ppl in (("ascending", 300.0), ("pyramid-up", 350.0), ("descending", 450.0), ("uniform", 400.0)):
+            recs.append(_record("small", "dynamoe", schedule, seed, _probes(rising), ppl + seed))
+        for schedule, ppl in (("ascending", 900.0), ("pyramid-up", 850.0), ("descending", 700.0), ("uniform", 800.0)):
+            recs.append(_record("small", "dynamoe", schedule, seed, [], ppl, backbone=None))
+    return recs
+
+
+def test_depth_trends_find_the_rising_profile():
+    trends = X.depth_trends(synthetic())
+    dense = trends[("Small", "Dense FFN")]["feature_load"]
+    assert dense["rho"] == [1.0, 1.0, 1.0] and dense["rising"] and dense["sign_p"] == 0.25
+    assert dense["t_p"] == 0.0  # no spread: the sign is certain
+    assert ("Small", "Ascending") in trends and not any(k[1] == "MLP" for k in trends)  # MLP-backbone runs carry no probes
+
+
+def test_alignment_and_ranking():
+    recs = synthetic()
+    a = X.schedule_alignment(recs)["Small"]
+    assert a["alignment"]["Ascending"] == pytest.approx(1.0) and a["alignment"]["Descending"] == pytest.approx(-1.0)
+    assert "Uniform" not in a["alignment"]  # constant counts: no rank order
+    assert a["best_aligned"] == a["best_ppl"] == "Ascending" and a["agrees"]
+    assert a["alignment_vs_ppl"] == pytest.approx(1.0)
+    c = X.ranking_agreement(recs)["Small"]
+    assert c["schedules"] == ["Ascending", "Descending", "Pyramid-Up", "Uniform"]
+    assert c["tau"] == pytest.approx(-1.0)  # the rankings are reversed
+    text = "\n".join(X.analysis_lines(recs))
+    assert "(a)" in text and "best aligned Ascending" in text and "tau -1.00" in text
+    assert X.analysis_lines([]) == ["Section 7.6's prediction: not run (no Transformer runs with probes in the store)."]
+
+
+def test_statistics_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    gen = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = gen.integers(0, 5, 7).astype(float), gen.integers(0, 5, 7).astype(float)
+        if len(set(a)) > 1 and len(set(b)) > 1:
+            assert X.spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+            assert X.kendall_tau(a, b) == pytest.approx(stats.kendalltau(a, b).statistic, abs=1e-12)
+        v = gen.standard_normal(5) + 0.3
+        t, p = X.t_test(v)
+        ref = stats.ttest_1samp(v, 0.0)
+        assert t == pytest.approx(ref.statistic, rel=1e-10) and p == pytest.approx(ref.pvalue, rel=1e-8)
+        signs = gen.integers(-1, 2, 9)
+        if np.count_nonzero(signs):
+            n, k = np.count_nonzero(signs), int((signs > 0).sum())
+            assert X.sign_test(signs) == pytest.approx(stats.binomtest(k, n).pvalue, rel=1e-10)
+
+
+def test_statistics_edge_cases():
+    assert X.spearman([1, 1, 1], [1, 2, 3]) is None and X.kendall_tau([1, 1], [2, 2]) is None
+    assert X.sign_test([0.0, None]) is None and X.t_test([1.0]) is None
+    assert list(X.ranks([3, 1, 3])) == [2.5, 1.0, 2.5]
+    assert X.spearman(range(4), expert_counts("descending", 4, 1, 8)) == pytest.approx(-1.0)
