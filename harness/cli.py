@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import tempfile
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 import backends
-from backends.spec import accounting
+from backends.spec import accounting, kinds
 from backends.spec.config import (
     MODEL_KINDS,
     ROUTER_KINDS,
@@ -42,7 +43,9 @@ from harness.experiments import REGISTRY, get, run_source
 from harness.files import write_json_atomic, write_text_atomic
 from harness.runner import plan, run_specs
 from harness.store import Store, StoreError
+from harness.store_check import add_command as add_store_command
 from harness.training import train
+from harness.writable import existing_store, writable_dir, writable_file
 
 DEFAULT_RESULTS = REPO / "results"
 Handler = Callable[[argparse.Namespace], int]
@@ -60,6 +63,52 @@ def command(name: str, help: str, handler: Handler, add_arguments: Callable[[arg
         return p
 
     return add
+
+
+# --- argument checks: one line naming the flag and what it takes, exit 2, before any work ----------
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line on stderr (``error: ...``, exit 2), without the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (0 or less is not "the default": it is refused)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give 1 or more") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give 1 or more (leave the flag out for the default)")
+    return value
+
+
+def seed_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give 0 or more") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give 0 or more")
+    return value
+
+
+def _check_router_bounds(args, cfg: ModelConfig) -> None:
+    """Refuse a K the router could never use: more experts than any layer has (the spec would clamp it)."""
+    widths = kinds.layer_widths(cfg)
+    if not widths:
+        return
+    most = max(widths)
+    asked = {"topk": [("--top-k", cfg.router.top_k)], "dynamic": [("--k-min", cfg.router.k_min), ("--k-max", cfg.router.k_max)]}
+    for flag, value in asked.get(cfg.router.kind, []):
+        if value is not None and value > most:
+            raise ValueError(
+                f"{flag} {value}: no layer has that many experts (the most is {most}, layers {' '.join(map(str, widths))}); "
+                f"give {flag} between 1 and {most}, or raise --e-max"
+            )
 
 
 # --- train, demo, parity, params, backends ---------------------------------------------------------
@@ -120,6 +169,9 @@ def _model_config(args, input_dim: int, num_classes: int, task: str = "classify"
 
 
 def cmd_train(args) -> int:
+    _check_router_bounds(args, _model_config(args, 1, 10))  # the flags alone, before any import or data
+    if args.json_out:
+        writable_file(args.json_out, "--json-out")
     backends.load(args.backend)  # a bad or missing backend fails before the data are read
     data = load(args.dataset, data_dir=args.data_dir, seed=args.seed, num_samples=args.num_samples)
     cfg = _model_config(args, data.input_dim, data.num_classes, data.task, data.num_classes if data.task == "lm" else 50_257)
@@ -168,11 +220,11 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", help=f"one of {', '.join(backends.BACKENDS)}")
     p.add_argument("--dataset", default="synthetic", help="synthetic, mnist, fashion_mnist, cifar10, wikitext2, recycling_the_web_1k")
     p.add_argument("--data-dir", default=None, help="directory holding the dataset files")
-    p.add_argument("--num-samples", type=int, default=None, help="keep only the first N training samples")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--num-samples", type=positive_int, default=None, help="keep only the first N training samples")
+    p.add_argument("--epochs", type=positive_int, default=2)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--lr", type=float, default=TrainConfig().lr)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--compile", action="store_true", help="use the framework's compiler")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json-out", default=None, help="also write the config, per-epoch metrics and environment as JSON")
@@ -181,8 +233,8 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", nargs="+", choices=backends.BACKENDS, help="default: every backend installed here")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--num-samples", type=int, default=10_000, help="training samples kept (the test set is always whole)")
+    p.add_argument("--epochs", type=positive_int, default=3)
+    p.add_argument("--num-samples", type=positive_int, default=10_000, help="training samples kept (the test set is always whole)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results-dir", default=None, help="keep the runs in this store (default: a temporary one)")
@@ -234,7 +286,7 @@ def cmd_parity(args) -> int:
 
 def _parity_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", nargs="+", choices=backends.BACKENDS, help="default: every backend installed here")
-    p.add_argument("--steps", type=int, default=None, help="training-trajectory steps (default 100; 20 with --quick)")
+    p.add_argument("--steps", type=positive_int, default=None, help="training-trajectory steps (default 100; 20 with --quick)")
     p.add_argument("--quick", action="store_true", help="20-step trajectories, written as <machine>-quick.json")
     p.add_argument("--out", default=None, help="JSON path (default results/parity/<device>-<machine>-<os>.json)")
 
@@ -270,6 +322,11 @@ def _filter_rows(experiment, only: list[str]):
     allowed: dict[str, set[str]] = {}
     for k, v in wanted:
         allowed.setdefault(k, set()).add(v)
+    for k, vs in allowed.items():
+        known = sorted({str(r.labels.get(k)) for r in experiment.rows if k in r.labels})
+        unknown = sorted(vs - set(known))
+        if unknown:
+            raise ValueError(f"--only {k}={unknown[0]}: {experiment.name} has no such {k}; its values are: {', '.join(known)}")
     rows = tuple(r for r in experiment.rows if all(r.labels.get(k) in vs for k, vs in allowed.items()))
     if not rows:
         raise ValueError(f"--only {' '.join(only)} selects no row of {experiment.name}")
@@ -288,19 +345,25 @@ def cmd_run(args) -> int:
         reason = backends.unavailable_reason(name)
         if reason:
             raise backends.BackendUnavailable(reason)
+    writable_dir(_results(args), "--results-dir")
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     runs = plan(source, names, seeds, args.epochs, args.dataset, args.quick, args.num_samples)
     if not args.dataset:
         _require_data(source, runs, args.data_dir)
     store = Store(_results(args))
     done = sum(store.has(s.key) for s in runs)
+    for damage in filter(None, (store.damaged(s.key) for s in runs)):
+        print(f"note: {damage}: recomputed (the file goes to {store.root / 'quarantine'} when its run is written)", file=sys.stderr)
     print(
         f"{source.name} ({source.paper_ref}): {len(runs)} runs on {', '.join(names)}, seeds {' '.join(map(str, seeds))}; "
         f"{done} already in {store.root}, {len(runs) - done if not args.rerun else len(runs)} to run, {args.jobs} at a time",
         flush=True,
     )
-    outcomes = run_specs(runs, store, jobs=args.jobs, compile=args.compile, rerun=args.rerun, data_dir=args.data_dir)
+    outcomes = run_specs(
+        runs, store, jobs=args.jobs, compile=args.compile, rerun=args.rerun, data_dir=args.data_dir, wait_claimed=args.wait
+    )
     failed = [o for o in outcomes if o.status == "failed"]
+    claimed = [o for o in outcomes if o.status == "claimed"]
     stopped = [o for o in outcomes if o.status == "interrupted"]
     if stopped:
         print(
@@ -315,9 +378,28 @@ def cmd_run(args) -> int:
     )
     for o in failed:
         print(f"  FAILED {o.spec.describe()}: {o.message} (details: {store.failure_path(o.spec.key)})", file=sys.stderr)
-    if not failed:
-        print(f"next: python -m harness report {source.name}" + (f" --results-dir {args.results_dir}" if args.results_dir else ""))
+    if claimed:
+        owners = sorted({o.message.removesuffix(" (its source run)") for o in claimed})
+        print(
+            f"{len(claimed)} runs claimed by another sweep ({'; '.join(owners)}): skipped; rerun this command when it ends "
+            f"(or add --wait to wait for it)",
+            file=sys.stderr,
+        )
+    elif not failed:
+        print(f"next: python -m harness report {shlex.quote(source.name)}" + _results_flag(args))
     return 1 if failed else 0
+
+
+def _results_flag(args) -> str:
+    return f" --results-dir {shlex.quote(str(args.results_dir))}" if args.results_dir else ""
+
+
+def _run_hint(experiment, args) -> str:
+    """The command that produces ``experiment``'s runs, on Fashion-MNIST where MNIST is not here."""
+    hint = f"python -m harness run {shlex.quote(experiment.name)} --backend torch"
+    if experiment.dataset == "mnist" and not locate("mnist", getattr(args, "data_dir", None)).complete:
+        hint += " --dataset fashion_mnist"
+    return hint + _results_flag(args)
 
 
 def _require_data(experiment, runs, data_dir) -> None:
@@ -333,6 +415,7 @@ def _require_data(experiment, runs, data_dir) -> None:
 
 
 def cmd_report(args) -> int:
+    writable_dir(existing_store(_results(args)) / "tables", "--results-dir")
     store = Store(_results(args))
     records = list(store.records())
     names = args.experiments or [n for n, e in REGISTRY.items() if e.kind != "figure"]
@@ -344,10 +427,7 @@ def cmd_report(args) -> int:
     for name in names:
         experiment, secs = get(name), sections[name]
         if not secs:
-            print(
-                f"{name}: no runs in {store.root} yet: python -m harness run {name} --backend torch"
-                + (" --dataset fashion_mnist" if experiment.dataset == "mnist" else "")
-            )
+            print(f"{name}: no runs in {store.root} yet: {_run_hint(experiment, args)}")
             continue
         md = report.to_markdown(experiment, secs)
         write_text_atomic(out / f"{name}.md", md)
@@ -360,14 +440,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_figures(args) -> int:
+    store_root = existing_store(_results(args))
+    out = writable_dir(store_root / "figures", "--results-dir")
+
     import matplotlib.pyplot as plt
 
     from harness import plots  # matplotlib: loaded by this command alone
 
-    store_root = _results(args)
     records = list(Store(store_root).records())
-    out = store_root / "figures"
-    out.mkdir(parents=True, exist_ok=True)
     names = args.figures or [n for n, e in REGISTRY.items() if e.kind == "figure"]
     for name in names:
         fig_exp = get(name)
@@ -380,7 +460,7 @@ def cmd_figures(args) -> int:
             source = get(fig_exp.source)
             groups = report.match(source, records)
             if not groups:
-                print(f"{name}: no runs yet; produce them with: python -m harness run {source.name} --backend torch")
+                print(f"{name}: no runs yet; produce them with: {_run_hint(source, args)}")
                 continue
             protocol, rows = max(groups.items(), key=lambda kv: (sum(len(r) for _, r in kv[1]), str(kv[0])))
             backend, dataset, epochs, cut = protocol
@@ -404,16 +484,18 @@ def cmd_claims(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    if args.out:
+        writable_file(args.out, "--out")
     a, b = Store(args.store_a), Store(args.store_b)
     for s in (a, b):
         if not s.runs.is_dir():
             raise ValueError(f"{s.root} holds no results store (no runs/ folder): give a --results-dir of `harness run`")
     pairs = compare.compare(a, b, args.backend_a, args.backend_b)
     command = " ".join(
-        ["python -m harness compare", args.store_a, args.store_b]
-        + [f"--backend-a {args.backend_a}"] * bool(args.backend_a)
-        + [f"--backend-b {args.backend_b}"] * bool(args.backend_b)
-        + [f"--out {args.out}"] * bool(args.out)
+        ["python -m harness compare", shlex.quote(args.store_a), shlex.quote(args.store_b)]
+        + [f"--backend-a {shlex.quote(args.backend_a)}"] * bool(args.backend_a)
+        + [f"--backend-b {shlex.quote(args.backend_b)}"] * bool(args.backend_b)
+        + [f"--out {shlex.quote(args.out)}"] * bool(args.out)
     )
     text = compare.to_markdown(
         pairs,
@@ -434,10 +516,10 @@ def _results_argument(p: argparse.ArgumentParser) -> None:
 def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("experiment", help="table1..table7, figure1..figure11, or another name of `list`")
     p.add_argument("--backend", nargs="+", choices=backends.BACKENDS, help="backends to run on (default torch)")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default 0 1 2; 0 with --quick)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the paper's protocol, 20 or 25)")
+    p.add_argument("--seeds", nargs="+", type=seed_int, default=None, help="seeds (default 0 1 2; 0 with --quick)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the paper's protocol, 20 or 25)")
     p.add_argument("--dataset", default=None, help="run the protocol on this dataset instead of the paper's")
-    p.add_argument("--num-samples", type=int, default=None, help="keep the first N training samples")
+    p.add_argument("--num-samples", type=positive_int, default=None, help="keep the first N training samples")
     p.add_argument("--quick", action="store_true", help="2 epochs on 2,000 images (64 text windows), seed 0: a smoke run")
     p.add_argument(
         "--only",
@@ -447,7 +529,10 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         metavar="LABEL=VALUE",
         help="only rows with these labels (values of one label: any; different labels: all), e.g. size=Tiny",
     )
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes); threads are split between them")
+    p.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (processes); threads are split between them")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for runs another sweep has claimed, instead of skipping them"
+    )
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="framework compiler (default: keras-jax, mlx)")
     p.add_argument("--rerun", action="store_true", help="recompute finished runs (their old records are kept under runs/superseded/)")
     p.add_argument("--data-dir", default=None)
@@ -488,11 +573,12 @@ COMMANDS: tuple[Registrar, ...] = (
     command("compare", "pair the runs of two stores by config and report the differences", cmd_compare, _compare_arguments),
     command("claims", "the papers' claims, each tested within our own runs over seeds (Welch's t-test)", cmd_claims, _results_argument),
     data_cli.add_command,
+    add_store_command,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m harness", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(subparsers)
