@@ -9,6 +9,23 @@ from keras import ops
 from backends.spec.ops import Ops
 
 
+def _jax_with_gradient(fn, n_constants: int, value):
+    """``Ops.with_gradient`` on JAX: a ``jax.custom_vjp`` whose forward rule is ``fn`` (value and
+    gradients at once, the gradients kept as residuals) and whose backward scales them; no cotangent
+    for the ``n_constants`` trailing (integer) arguments."""
+    import jax
+
+    @jax.custom_vjp
+    def f(*args):
+        return value(*args) if value is not None else fn(*args)[0]
+
+    def backward(grads, cotangent):
+        return (*(g * cotangent for g in grads), *([None] * n_constants))
+
+    f.defvjp(fn, backward)
+    return f
+
+
 class KerasOps(Ops):
     """``spec.ops.Ops`` in ``keras.ops``; ``dtype`` is the float type of constants made without ``like``.
 
@@ -107,3 +124,14 @@ class KerasOps(Ops):
 
     def stop_gradient(self, x):
         return ops.stop_gradient(x)
+
+    # --- the chunked language-model head (``spec.forward.linear_cross_entropy``) ---------------------------
+
+    def with_gradient(self, fn, inputs: tuple, constants: tuple = (), value=None):
+        """``jax.custom_vjp`` on JAX (the forward rule computes the value and gradients, the primal only
+        the value); on PyTorch the torch backend's ``torch.autograd.Function``."""
+        if keras.backend.backend() == "jax":
+            return _jax_with_gradient(fn, len(constants), value)(*inputs, *constants)
+        from backends.torch.ops import TorchOps
+
+        return TorchOps.with_gradient(self, fn, inputs, constants, value)

@@ -20,7 +20,7 @@ from keras import ops
 from backends.spec import forward as F
 from backends.spec.config import TrainConfig
 from backends.spec.init import param_shapes
-from backends.spec.losses import training_loss
+from backends.spec.losses import evaluation_sums, model_loss
 from backends.spec.optim import adamw_step, bias_corrections, check_optimizer_state
 
 from .layers import OPS
@@ -107,6 +107,12 @@ def _evaluate(cfg, params: dict, x, noises):
     return logits, [r.mask for r in routings]
 
 
+def _evaluation_sums(cfg, params: dict, x, y):
+    """Summed cross-entropy, correct predictions and per-layer masks (``spec.losses.evaluation_sums``)."""
+    loss_sum, correct, routings = evaluation_sums(OPS, params, x, y, cfg)
+    return loss_sum, correct, [r.mask for r in routings]
+
+
 def _values(variables) -> list:
     return [v.value for v in variables]
 
@@ -114,6 +120,7 @@ def _values(variables) -> list:
 # On JAX one compiled forward per config, batch shape and dtype: run op by op, each of its ~100 small ops
 # is compiled on its first shape, which costs several times more than compiling the whole forward once.
 _evaluate_compiled = compile_fn(_evaluate, static_argnums=0)
+_evaluation_sums_compiled = compile_fn(_evaluation_sums, static_argnums=0)
 
 
 def _loss_of(model: _Network):
@@ -121,8 +128,11 @@ def _loss_of(model: _Network):
     as a function of the model's variable values (``stateless_call``)."""
 
     def loss(trainable, non_trainable, x, y, noises):
-        (logits, routings), _ = model.stateless_call(trainable, non_trainable, x, noises=noises, with_routings=True)
-        return training_loss(OPS, logits, y, routings, model.cfg)
+        # ``stateless_call``'s scope, around ``spec.losses.model_loss`` (a language model's head chunk by
+        # chunk, never its full logits) instead of the model's ``call``
+        mapping = [*zip(model.trainable_variables, trainable), *zip(model.non_trainable_variables, non_trainable)]
+        with keras.StatelessScope(state_mapping=mapping):
+            return model_loss(OPS, model.params(), x, y, model.cfg, noises)
 
     return loss
 
@@ -226,13 +236,10 @@ def gradients(model: _Network, x, y, noises=None) -> tuple[float, dict[str, np.n
 
 def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray]]:
     """Summed cross-entropy (no balancing term) and correct predictions over the batch's targets, and
-    per-layer selection counts (per expert; MoUE: per window slot, ``spec.moue.pool_usage`` maps them)."""
+    per-layer selection counts (per expert; MoUE: per window slot, ``spec.moue.pool_usage`` maps them).
+    The head chunk by chunk (``spec.losses.evaluation_sums``): no tokens x vocabulary logits."""
     with no_grad():
-        labels = labels_tensor(model, y)
-        logits, masks = _evaluate_compiled(model.cfg, model.params(), to_tensor(model, x), None)
-        targets = int(np.prod(ops.shape(labels)))
-        loss_sum = F.cross_entropy(OPS, logits, labels) * targets
-        correct = F.correct_count(OPS, logits, labels)
+        loss_sum, correct, masks = _evaluation_sums_compiled(model.cfg, model.params(), to_tensor(model, x), labels_tensor(model, y))
         counts = [ops.sum(ops.cast(m, "int32"), axis=0) for m in masks]
         return to_float(loss_sum), to_float(correct), [ops.convert_to_numpy(c) for c in counts]
 

@@ -99,3 +99,22 @@ class MlxOps(Ops):
 
     def stop_gradient(self, x):
         return mx.stop_gradient(x)
+
+    # --- the chunked language-model head (``spec.forward.linear_cross_entropy``) ---------------------------
+
+    def with_gradient(self, fn, inputs: tuple, constants: tuple = (), value=None):
+        """``mx.custom_function``: the function returns the value and its gradients (computed together,
+        once), its ``vjp`` scales the gradients by the value's cotangent (zeros for the constants)."""
+        n = len(inputs)
+
+        @mx.custom_function
+        def f(*args):
+            loss, grads = fn(*args)
+            return (loss, *grads)
+
+        @f.vjp
+        def f_vjp(primals, cotangents, outputs):
+            cotangent = cotangents[0]
+            return (*(g * cotangent for g in outputs[1:]), *(mx.zeros_like(c) for c in primals[n:]))
+
+        return f(*inputs, *constants)[0]

@@ -12,10 +12,9 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
 
-from backends.spec import forward as F
 from backends.spec.config import TrainConfig
 from backends.spec.init import param_shapes
-from backends.spec.losses import training_loss
+from backends.spec.losses import evaluation_sums, model_loss
 from backends.spec.optim import adamw_step, bias_corrections, check_optimizer_state
 
 from .layers import OPS
@@ -23,9 +22,9 @@ from .model import _Network, labels_tensor, noise_tensors, to_tensor
 
 
 def _loss(model: _Network, x, y, noises):
-    """The training loss: cross-entropy + ``balance_weight`` x balancing loss (``spec.losses.training_loss``)."""
-    logits, routings = model.forward_with_routing(x, noises)
-    return training_loss(OPS, logits, y, routings, model.cfg)
+    """The training loss: cross-entropy + ``balance_weight`` x balancing loss (``spec.losses.model_loss``:
+    a language model's head chunk by chunk, with its own gradient)."""
+    return model_loss(OPS, model.named_parameters(), x, y, model.cfg, noises)
 
 
 class AdamW(optim.Optimizer):
@@ -152,10 +151,7 @@ def gradients(model: _Network, x, y, noises=None) -> tuple[float, dict[str, np.n
 def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray]]:
     """Summed cross-entropy (no balancing term) and correct predictions over the batch's targets, and
     per-layer selection counts (per expert; MoUE: per window slot, ``spec.moue.pool_usage`` maps them)."""
-    labels = labels_tensor(model, y)
-    logits, routings = model.forward_with_routing(to_tensor(model, x))
-    loss_sum = F.cross_entropy(OPS, logits, labels) * labels.size
-    correct = F.correct_count(OPS, logits, labels)
+    loss_sum, correct, routings = evaluation_sums(OPS, model.named_parameters(), to_tensor(model, x), labels_tensor(model, y), model.cfg)
     counts = [mx.sum(r.mask, axis=0) for r in routings]
     mx.eval(loss_sum, correct, counts)
     return float(loss_sum.item()), float(correct.item()), [np.array(c) for c in counts]

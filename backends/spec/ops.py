@@ -129,6 +129,35 @@ class Ops(ABC):
         """``logp[..., labels]`` picked per row: the log-probability of each row's label."""
         return self.squeeze(self.take_along_axis(logp, self.expand_dims(labels, -1), -1), -1)
 
+    # --- the chunked language-model head (``spec.forward.linear_cross_entropy``) ---------------------------
+
+    def rows(self, x, start: int, stop: int):
+        """Rows ``start:stop`` of ``x`` (a chunk of tokens)."""
+        return x[start:stop]
+
+    def one_hot(self, labels, n: int, like):
+        """``(len(labels), n)`` floats of ``like``'s dtype: 1 at each row's label, else 0."""
+        return self.to_float(self.expand_dims(labels, -1) == self.arange(n, like), like)
+
+    def affine(self, x, w, b):
+        """``x @ w + b`` (``b`` broadcast over the rows, or a matrix of the product's shape)."""
+        return self.matmul(x, w) + b
+
+    def cross_entropy_grad(self, z, labels, scale: float):
+        """``(sum over rows of logsumexp(z) - z_label, scale (softmax(z) - one_hot(labels)))``: a chunk's
+        summed cross-entropy and its gradient w.r.t. the logits ``z`` (a subclass may compute the
+        gradient in ``z``'s memory, which the caller no longer reads)."""
+        lse = self.logsumexp(z, axis=-1)
+        loss = self.sum(lse - self.one_hot_pick(z, labels))
+        return loss, (self.exp(z - self.expand_dims(lse, -1)) - self.one_hot(labels, self.shape(z)[-1], z)) * scale
+
+    def with_gradient(self, fn, inputs: tuple, constants: tuple = (), value=None):
+        """The scalar ``fn(*inputs, *constants)[0]`` whose gradient w.r.t. ``inputs`` is ``fn``'s own
+        ``[1]`` (one array per input, times the incoming cotangent), not recorded by autodiff: a custom
+        gradient. ``value(*inputs, *constants)`` (optional) gives the scalar alone, for a framework that
+        knows no gradient is wanted. Here (no autodiff): the value."""
+        return (value or (lambda *a: fn(*a)[0]))(*inputs, *constants)
+
     # --- attention (``spec.transformer``) ------------------------------------------------------------------
 
     MASKED = -1e30

@@ -7,6 +7,22 @@ import torch
 from backends.spec.ops import Ops
 
 
+class _WithGradient(torch.autograd.Function):
+    """``Ops.with_gradient``: the forward computes the value and its gradients at once (no graph), the
+    backward scales the stored gradients by the incoming cotangent."""
+
+    @staticmethod
+    def forward(ctx, fn, n_inputs, *args):
+        value, grads = fn(*args)
+        ctx.n_constants = len(args) - n_inputs
+        ctx.save_for_backward(*grads)
+        return value
+
+    @staticmethod
+    def backward(ctx, cotangent):
+        return (None, None, *(g * cotangent for g in ctx.saved_tensors), *([None] * ctx.n_constants))
+
+
 class TorchOps(Ops):
     """PyTorch primitives; eager PyTorch has the data-dependent ``nonzero`` the sparse dispatch needs."""
 
@@ -103,3 +119,26 @@ class TorchOps(Ops):
 
     def stop_gradient(self, x):
         return x.detach()
+
+    # --- the chunked language-model head (``spec.forward.linear_cross_entropy``) ---------------------------
+
+    def affine(self, x, w, b):
+        return torch.addmm(b, x, w) if x.dim() == 2 else torch.matmul(x, w) + b
+
+    def cross_entropy_grad(self, z, labels, scale: float):
+        """One exp pass, in ``z``'s memory: ``e = exp(z - max)``, ``lse = max + log(sum e)``, then
+        ``e * scale / sum e`` minus ``scale`` at each row's label."""
+        rows = torch.arange(z.shape[0], device=z.device)
+        picked = z[rows, labels]
+        top = torch.amax(z, dim=-1, keepdim=True)
+        e = z.sub_(top).exp_()
+        total = e.sum(dim=-1, keepdim=True)
+        loss = torch.sum(top.squeeze(-1) + torch.log(total.squeeze(-1)) - picked)
+        g = e.mul_(scale / total)
+        g[rows, labels] -= scale
+        return loss, g
+
+    def with_gradient(self, fn, inputs: tuple, constants: tuple = (), value=None):
+        if value is not None and not (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):
+            return value(*inputs, *constants)
+        return _WithGradient.apply(fn, len(inputs), *inputs, *constants)

@@ -8,10 +8,9 @@ import platform
 import numpy as np
 import torch
 
-from backends.spec import forward as F
 from backends.spec.config import TrainConfig
 from backends.spec.init import param_shapes
-from backends.spec.losses import training_loss
+from backends.spec.losses import evaluation_sums, model_loss
 from backends.spec.optim import check_optimizer_state
 
 from .layers import OPS
@@ -19,9 +18,9 @@ from .model import _Network, default_device, labels_tensor, noise_tensors, to_te
 
 
 def _loss(model: _Network, x, y, noises):
-    """The training loss: cross-entropy + ``balance_weight`` x balancing loss (``spec.losses.training_loss``)."""
-    logits, routings = model.forward_with_routing(x, noises)
-    return training_loss(OPS, logits, y, routings, model.cfg)
+    """The training loss: cross-entropy + ``balance_weight`` x balancing loss (``spec.losses.model_loss``:
+    a language model's head chunk by chunk, with its own gradient)."""
+    return model_loss(OPS, dict(model.named_parameters()), x, y, model.cfg, noises)
 
 
 class Trainer:
@@ -95,13 +94,11 @@ def gradients(model: _Network, x, y, noises=None) -> tuple[float, dict[str, np.n
 
 def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray]]:
     """Summed cross-entropy (no balancing term) and correct predictions over the batch's targets, and
-    per-layer selection counts (per expert; MoUE: per window slot, ``spec.moue.pool_usage`` maps them)."""
+    per-layer selection counts (per expert; MoUE: per window slot, ``spec.moue.pool_usage`` maps them).
+    The head chunk by chunk (``spec.losses.evaluation_sums``): no tokens x vocabulary logits."""
     with torch.no_grad():
-        labels = labels_tensor(model, y)
-        logits, routings = model.forward_with_routing(to_tensor(model, x))
-        targets = labels.numel()
-        loss_sum = F.cross_entropy(OPS, logits, labels) * targets
-        correct = F.correct_count(OPS, logits, labels)
+        params = dict(model.named_parameters())
+        loss_sum, correct, routings = evaluation_sums(OPS, params, to_tensor(model, x), labels_tensor(model, y), model.cfg)
         counts = [r.mask.sum(dim=0) for r in routings]
         return float(loss_sum), float(correct), [c.cpu().numpy() for c in counts]
 
