@@ -1,9 +1,10 @@
 """The names every framework backend exposes (``backends.torch``, ``backends.keras``, ``backends.mlx``), as
 ``typing.Protocol``s: ``Backend`` is the module, the others its classes' instances (constructors included).
 
-Each backend is thin: parameter containers, its autodiff and optimiser, and an ``ops`` class; the math is
-``backends.spec.forward`` and ``backends.spec.routing``. Arrays cross the boundary as NumPy, parameters
-under the spec's names (``spec.init.param_shapes``); a layer holds the names inside it (``layers.<i>.``
+Each backend is thin: its layers (``DynaMoE``, ``FeedForward``, ``DynaMoEStack``, ``MoUEStack``: the
+framework's own modules, built from sizes, also usable in a user's model), the networks built from them,
+its autodiff and optimiser, and an ``ops`` class; the math is ``backends.spec``'s. Arrays cross the
+boundary as NumPy, parameters under the spec's names (``spec.init.param_shapes``); a layer holds the names inside it (``layers.<i>.``
 stripped: ``common.under(params, "layers.0.")``).
 
 A backend's function or constructor may add parameters after the contract's, each with a default (the
@@ -15,45 +16,141 @@ installed backend against these Protocols.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from backends.spec.config import ModelConfig, RouterConfig, TrainConfig
+from backends.spec.config import ModelConfig, MoUEConfig, RouterConfig, ScheduleConfig, TrainConfig
 from backends.spec.routers import Routing
 
 SpecArrays = Mapping[str, np.ndarray]  # NumPy arrays under the spec's parameter names
 WeightsPath = str | PathLike
 
 
+_R = {f.name: getattr(RouterConfig, f.name) for f in dataclasses.fields(RouterConfig)}  # the defaults, from the spec
+_S, _M = ScheduleConfig, MoUEConfig
+
+
 @runtime_checkable
-class DynaMoELayerLike(Protocol):
-    """One DynaMoE layer (Eq. 1, 4-7) holding the given arrays: ``gate.weight`` (d, E), ``experts.w1``
-    (E, d, d_h), ``experts.b1`` (E, d_h), ``experts.w2`` (E, d_h, d), ``experts.b2`` (E, d)."""
+class DynaMoELike(Protocol):
+    """One DynaMoE layer (Eq. 1, 4-7), ``(..., d_model) -> (..., d_model)``, in the framework's own idiom:
+    built from sizes and initialised from the framework's generator by the spec's distributions, gate noise
+    (sigma = ``noise_std``) drawn in training mode. The router arguments are ``RouterConfig``'s (``router``
+    is its ``kind``, or a whole ``RouterConfig``), validated by it before any array is made.
+
+    ``from_arrays`` holds given spec arrays instead: ``gate.weight`` (d, E), ``experts.w1`` (E, d, d_h),
+    ``experts.b1`` (E, d_h), ``experts.w2`` (E, d_h, d), ``experts.b2`` (E, d). Given those arrays and the
+    noise, it is the spec's layer (``spec.forward.dynamoe_layer``)."""
 
     router: RouterConfig
 
-    def __init__(self, router: RouterConfig, params: SpecArrays, dtype: str = "float32") -> None: ...
+    def __init__(
+        self,
+        d_model: int,
+        num_experts: int,
+        expert_hidden: int,
+        *,
+        tau: float = _R["tau"],
+        k_min: int = _R["k_min"],
+        k_max: int | None = _R["k_max"],
+        temperature: float = _R["temperature"],
+        noise_std: float = _R["noise_std"],
+        router: str | RouterConfig = _R["kind"],
+        top_k: int = _R["top_k"],
+        capacity_factor: float = _R["capacity_factor"],
+        balance_weight: float = _R["balance_weight"],
+        scope: str = _R["scope"],
+        combine: str = _R["combine"],
+        arrays: SpecArrays | None = None,
+    ) -> None: ...
+
+    @classmethod
+    def from_arrays(cls, router: RouterConfig, params: SpecArrays, dtype: str = "float32") -> DynaMoELike: ...
 
     def forward_with_routing(self, h, noise=None) -> tuple[Any, Routing]:
-        """``(y, Routing)`` for tokens ``h`` (N, d); ``noise`` (N, E) is the training gate noise (Eq. 7)."""
+        """``(y, Routing)`` for tokens ``h`` (..., d); ``noise`` (N, E) replaces the drawn training noise
+        (Eq. 7) and is added in any mode; the routing is over the N flattened tokens."""
         ...
 
     def __call__(self, h, noise=None) -> Any:
-        """``y`` of ``forward_with_routing``."""
+        """``y`` of ``forward_with_routing`` (Keras: also ``training=``)."""
         ...
 
 
 @runtime_checkable
-class FeedForwardLayerLike(Protocol):
-    """The MLP baseline's block ``relu(h W1 + b1) W2 + b2``: ``ffn.w1`` (d, h), ``ffn.b1`` (h,),
-    ``ffn.w2`` (h, d), ``ffn.b2`` (d,)."""
+class FeedForwardLike(Protocol):
+    """The MLP baseline's block ``relu(h W1 + b1) W2 + b2``: ``ffn.w1`` (d, hidden), ``ffn.b1`` (hidden,),
+    ``ffn.w2`` (hidden, d), ``ffn.b2`` (d,); built from sizes or ``from_arrays``."""
 
-    def __init__(self, params: SpecArrays, dtype: str = "float32") -> None: ...
+    def __init__(self, d_model: int, hidden: int, *, arrays: SpecArrays | None = None) -> None: ...
+
+    @classmethod
+    def from_arrays(cls, params: SpecArrays, dtype: str = "float32") -> FeedForwardLike: ...
 
     def __call__(self, h) -> Any: ...
+
+
+@runtime_checkable
+class DynaMoEStackLike(Protocol):
+    """The paper's residual stack and its final LayerNorm, ``(..., d) -> (..., d)``: ``num_layers`` DynaMoE
+    layers with E_l experts of the schedule (``ScheduleConfig``'s arguments); ``expert_hidden`` ``None``
+    means ``ModelConfig.expert_hidden_ratio`` x d_model. After them, each backend takes ``DynaMoE``'s
+    router arguments (``**router_args``). ``from_arrays(cfg, params)``: the stack of a ``ModelConfig`` (or
+    ``common.StackConfig``) holding ``common.stack_shapes(cfg)``'s spec arrays."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_layers: int,
+        *,
+        schedule: str = _S.name,
+        e_min: int = _S.e_min,
+        e_max: int = _S.e_max,
+        expert_hidden: int | None = None,
+        arrays: SpecArrays | None = None,
+    ) -> None: ...
+
+    @classmethod
+    def from_arrays(cls, cfg: ModelConfig, params: SpecArrays, dtype: str = "float32") -> DynaMoEStackLike: ...
+
+    def forward_with_routing(self, h, noises=None) -> tuple[Any, list[Routing]]:
+        """``(LayerNorm(h_L), routings)``; ``noises``: per-layer gate noise replacing the drawn."""
+        ...
+
+    def __call__(self, h, noises=None) -> Any: ...
+
+
+@runtime_checkable
+class MoUEStackLike(Protocol):
+    """Mixture of Universal Experts (``spec.moue``): the pool shared by the layers, its universal router and
+    trajectory state (``MoUEConfig``'s arguments), the final LayerNorm; then ``DynaMoEStack``'s."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_layers: int,
+        *,
+        pool_size: int = _M.pool_size,
+        trajectory_dim: int = _M.trajectory_dim,
+        stride: int | None = _M.stride,
+        local_experts: int = _M.local_experts,
+        exposure_correction: bool = _M.exposure_correction,
+        schedule: str = _S.name,
+        e_min: int = _S.e_min,
+        e_max: int = _S.e_max,
+        expert_hidden: int | None = None,
+        arrays: SpecArrays | None = None,
+    ) -> None: ...
+
+    @classmethod
+    def from_arrays(cls, cfg: ModelConfig, params: SpecArrays, dtype: str = "float32") -> MoUEStackLike: ...
+
+    def forward_with_routing(self, h, noises=None) -> tuple[Any, list[Routing]]: ...
+
+    def __call__(self, h, noises=None) -> Any: ...
 
 
 @runtime_checkable
@@ -67,6 +164,10 @@ class ModelLike(Protocol):
 
     def forward_with_routing(self, x, noises=None) -> tuple[Any, list[Routing]]:
         """``(logits, routings)`` via ``spec.forward.model_forward``; ``noises``: per-layer gate noise."""
+        ...
+
+    def hidden(self, x, noises=None) -> tuple[Any, list[Routing]]:
+        """``(LayerNorm(h_L), routings)``: the normalised states (N, d) the head reads (``lm``: N = B*T)."""
         ...
 
     def __call__(self, x, noises=None) -> Any:
@@ -104,8 +205,10 @@ class Backend(Protocol):
 
     NAME: str
     OPS: Any
-    DynaMoELayer: type[DynaMoELayerLike]
-    FeedForwardLayer: type[FeedForwardLayerLike]
+    DynaMoE: type[DynaMoELike]
+    FeedForward: type[FeedForwardLike]
+    DynaMoEStack: type[DynaMoEStackLike]
+    MoUEStack: type[MoUEStackLike]
     DynaMoEModel: type[ModelLike]
     MoUEModel: type[ModelLike]
     MLPModel: type[ModelLike]

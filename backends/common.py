@@ -171,7 +171,18 @@ def layer_config(owner: str, kind: str, d_model: int, width: int, num_experts: i
     return StackConfig("dynamoe", d_model, 1, router or RouterConfig(), schedule, expert_width=width)
 
 
-def stack_config(owner: str, kind: str, d_model: int, num_layers: int, schedule: str, e_min: int, e_max: int, expert_hidden, router_args: dict, moue_args: dict | None = None) -> StackConfig:  # fmt: skip
+def stack_config(
+    owner: str,
+    kind: str,
+    d_model: int,
+    num_layers: int,
+    schedule: str,
+    e_min: int,
+    e_max: int,
+    expert_hidden,
+    router_args: dict,
+    moue_args=None,
+) -> StackConfig:
     """A ``DynaMoEStack``'s or ``MoUEStack``'s validated ``StackConfig`` (the spec's errors, raised first)."""
     check_int(owner, "d_model", d_model, 1)
     check_int(owner, "num_layers", num_layers, 1)
@@ -182,7 +193,12 @@ def stack_config(owner: str, kind: str, d_model: int, num_layers: int, schedule:
     moue = MoUEConfig(**moue_args) if kind == "moue" else None
     config = StackConfig(kind, d_model, num_layers, router, sched, moue, expert_width=expert_hidden)
     if kind == "moue" and max(config.experts_per_layer()) > moue.pool_size:
-        fail(owner, "pool_size", moue.pool_size, f"must be >= the widest layer's window E_l = {max(config.experts_per_layer())} (raise pool_size)")
+        fail(
+            owner,
+            "pool_size",
+            moue.pool_size,
+            f"must be >= the widest layer's window E_l = {max(config.experts_per_layer())} (raise pool_size)",
+        )
     check_int(owner, "expert_hidden", config.expert_hidden, 1)
     return config
 

@@ -20,7 +20,7 @@ import pytest
 
 import backends
 from backends import api
-from backends.common import under
+from backends.common import stack_shapes, under
 from backends.spec import ModelConfig, TrainConfig, init_params
 from backends.spec.config import MoUEConfig
 from tests.conftest import backend_or_skip
@@ -39,15 +39,20 @@ UNCHECKED_SIGNATURES = {"__call__"}  # the framework's (dispatching to forward /
 
 def protocol_members(proto: type) -> dict[str, object]:
     """The members ``proto`` declares: ``{name: type hint}`` for data, ``{name: function}`` for methods
-    (static ones unwrapped; ``__init__`` is the constructor; other dunders but ``__call__`` left out)."""
+    (static ones unwrapped, class methods bound to ``proto``; ``__init__`` is the constructor; other dunders
+    but ``__call__`` left out)."""
     members: dict[str, object] = dict(typing.get_type_hints(proto))
     for name, value in vars(proto).items():
         if name.startswith("__") and name not in ("__init__", "__call__"):
             continue
-        function = value.__func__ if isinstance(value, staticmethod) else value
+        function = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
         if inspect.isfunction(function) and function.__qualname__.startswith(f"{proto.__qualname__}."):  # not Protocol's own
-            members[name] = function
+            members[name] = value.__get__(None, proto) if isinstance(value, classmethod) else function
     return members
+
+
+def _is_method(member) -> bool:
+    return inspect.isfunction(member) or inspect.ismethod(member)
 
 
 def signature_problems(where: str, actual, expected) -> list[str]:
@@ -74,7 +79,7 @@ def class_problems(where: str, cls, proto: type) -> list[str]:
         return [f"{where}: {cls!r} is not a class"]
     problems = []
     for name, member in protocol_members(proto).items():
-        if not inspect.isfunction(member) or name in UNCHECKED_SIGNATURES:
+        if not _is_method(member) or name in UNCHECKED_SIGNATURES:
             continue  # data members are checked on instances (isinstance)
         if name != "__init__" and not callable(getattr(cls, name, None)):
             problems.append(f"{where}.{name}: missing")
@@ -91,7 +96,7 @@ def contract_problems(module) -> list[str]:
             problems.append(f"{name}: missing")
             continue
         value = getattr(module, name)
-        if inspect.isfunction(member):
+        if _is_method(member):
             problems += signature_problems(name, value, member) if callable(value) else [f"{name}: not callable"]
         elif typing.get_origin(member) is type:
             problems += class_problems(name, value, typing.get_args(member)[0])
@@ -114,8 +119,10 @@ def contract_arguments(bk) -> dict[str, tuple]:
     """The contract's required constructor arguments of every class ``api.Backend`` names."""
     d, mlp = CONFIGS["dynamoe"], CONFIGS["mlp"]
     return {
-        "DynaMoELayer": (d.router, under(PARAMS["dynamoe"], "layers.0.")),
-        "FeedForwardLayer": (under(PARAMS["mlp"], "layers.0."),),
+        "DynaMoE": (64, 8, 32),
+        "FeedForward": (64, 128),
+        "DynaMoEStack": (64, 2),
+        "MoUEStack": (64, 2),
         "DynaMoEModel": (d, PARAMS["dynamoe"]),
         "MLPModel": (mlp, PARAMS["mlp"]),
         "MoUEModel": (CONFIGS["moue"], PARAMS["moue"]),
@@ -155,18 +162,27 @@ def test_layers_and_models_run(bk, monkeypatch):
         assert logits.shape == (3, cfg.output_dim) and len(masks) == (0 if kind == "mlp" else cfg.num_layers)
         assert list(bk.export_params(model)) == list(PARAMS[kind])
     h = bk.to_tensor(bk.build_model(CONFIGS["mlp"], PARAMS["mlp"]), np.ones((5, CONFIGS["mlp"].hidden_dim)))
-    layers = contract_arguments(bk)
-    y, routing = bk.DynaMoELayer(*layers["DynaMoELayer"]).forward_with_routing(h)
-    assert tuple(y.shape) == (5, 64) and tuple(routing.mask.shape) == (5, CONFIGS["dynamoe"].experts_per_layer()[0])
-    assert tuple(bk.FeedForwardLayer(*layers["FeedForwardLayer"])(h).shape) == (5, 64)
+    d = CONFIGS["dynamoe"]
+    y, routing = bk.DynaMoE.from_arrays(d.router, under(PARAMS["dynamoe"], "layers.0.")).forward_with_routing(h)
+    assert tuple(y.shape) == (5, 64) and tuple(routing.mask.shape) == (5, d.experts_per_layer()[0])
+    assert tuple(bk.FeedForward.from_arrays(under(PARAMS["mlp"], "layers.0."))(h).shape) == (5, 64)
+    built = contract_arguments(bk)
+    for name in ("DynaMoE", "FeedForward", "DynaMoEStack", "MoUEStack"):
+        assert tuple(getattr(bk, name)(*built[name])(h).shape) == (5, 64), name
+    for kind, cls in (("dynamoe", bk.DynaMoEStack), ("moue", bk.MoUEStack)):
+        stack = cls.from_arrays(CONFIGS[kind], {k: PARAMS[kind][k] for k in stack_shapes(CONFIGS[kind])})
+        out, routings = stack.forward_with_routing(h)
+        assert tuple(out.shape) == (5, 64) and len(routings) == CONFIGS[kind].num_layers
 
 
 def test_layer_constructors_refuse_wrong_names(bk):
     arrays = under(PARAMS["dynamoe"], "layers.0.")
     with pytest.raises(ValueError, match=r"missing \['experts.b2'\]"):
-        bk.DynaMoELayer(CONFIGS["dynamoe"].router, {k: v for k, v in arrays.items() if k != "experts.b2"})
+        bk.DynaMoE.from_arrays(CONFIGS["dynamoe"].router, {k: v for k, v in arrays.items() if k != "experts.b2"})
     with pytest.raises(ValueError, match=r"unexpected \['gate.weight'\]"):
-        bk.FeedForwardLayer({**under(PARAMS["mlp"], "layers.0."), "gate.weight": arrays["gate.weight"]})
+        bk.FeedForward.from_arrays({**under(PARAMS["mlp"], "layers.0."), "gate.weight": arrays["gate.weight"]})
+    with pytest.raises(ValueError, match=r"'experts.b2' has shape \(8, 3\), the layer needs \(8, 64\)"):
+        bk.DynaMoE(64, 8, 32, arrays={**arrays, "experts.b2": np.zeros((8, 3))})
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -215,7 +231,7 @@ def conforming_fake() -> types.ModuleType:
     fake = types.ModuleType("fake_backend")
     fake.NAME, fake.OPS = "fake", object()
     for name, member in protocol_members(api.Backend).items():
-        if inspect.isfunction(member):
+        if _is_method(member):
             setattr(fake, name, _stub(inspect.signature(member)))
         elif typing.get_origin(member) is type:
             setattr(fake, name, type(name, (typing.get_args(member)[0],), {}))
@@ -259,7 +275,7 @@ def test_extra_parameters_with_defaults_are_allowed():
 def test_wrong_classes_are_reported():
     fake = conforming_fake()
 
-    class PositionalArraysLayer:  # the old torch / mlx constructor
+    class PositionalArraysLayer:  # an old constructor: spec arrays instead of sizes, no from_arrays
         router = None
 
         def __init__(self, router, gate, w1, b1, w2, b2, dtype="float32"):
@@ -278,9 +294,9 @@ def test_wrong_classes_are_reported():
         def load_optimizer_state(self, state):
             pass
 
-    fake.DynaMoELayer, fake.Trainer, fake.MLPModel = PositionalArraysLayer, NoStepTrainer, "MLP"
+    fake.DynaMoE, fake.Trainer, fake.MLPModel = PositionalArraysLayer, NoStepTrainer, "MLP"
     problems = contract_problems(fake)
-    assert any(p.startswith("DynaMoELayer.__init__: parameter 2 is gate") for p in problems), problems
-    assert any(p.startswith("DynaMoELayer.__init__: parameter 3 is w1") for p in problems), problems
-    assert any(p.startswith("DynaMoELayer.__init__: extra parameter b1") for p in problems), problems
+    assert any(p.startswith("DynaMoE.__init__: parameter 1 is router") for p in problems), problems
+    assert any(p.startswith("DynaMoE.__init__: parameter 4 is b1") for p in problems), problems
+    assert "DynaMoE.from_arrays: missing" in problems, problems
     assert "Trainer.step: missing" in problems and "MLPModel: 'MLP' is not a class" in problems

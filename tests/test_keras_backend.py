@@ -260,23 +260,23 @@ def test_save_load_roundtrip(bk, tmp_path, name):
 
 
 def test_layers_standalone_and_config_roundtrip(bk):
-    """``DynaMoELayer(router, params)`` alone equals ``spec.forward.dynamoe_layer`` in float64
+    """``DynaMoE.from_arrays(router, params)`` alone equals ``spec.forward.dynamoe_layer`` in float64
     NumPy (Eq. 1, 4-7); ``get_config``/``from_config`` rebuild the same layer."""
     import keras
 
     cfg = ModelConfig(size="tiny", router=RouterConfig(k_min=2))
     p = init_params(cfg, 0)
-    arrays = {short: p[f"layers.0.{name}"] for short, name in bk.DynaMoELayer.SHORT.items()}  # gate, w1, ...
-    layer = bk.DynaMoELayer(cfg.router.__dict__, under(p, "layers.0."))
+    arrays = under(p, "layers.0.")
+    layer = bk.DynaMoE.from_arrays(cfg.router, arrays)
     h, noise = rng.sample_generator(0).standard_normal((24, 64)), rng.gate_noise(0, 0, 0, (24, 8), 0.1)
     h32, noise32 = (keras.ops.convert_to_tensor(a.astype("float32")) for a in (h, noise))
     y = keras.ops.convert_to_numpy(layer(h32, noise=noise32))
-    expected, routing = F.dynamoe_layer(NumpyOps(), arrays, h, noise, cfg.router)
+    expected, routing = F.dynamoe_layer(NumpyOps(), F.layer_params(p, cfg, 0), h, noise, cfg.router)
     assert max_rel_error(y, expected) <= 1e-5
-    assert {k: tuple(v.shape) for k, v in layer.spec_variables().items()} == {n: p[f"layers.0.{n}"].shape for n in layer.SHORT.values()}
+    assert {k: tuple(v.shape) for k, v in layer.spec_variables().items()} == {n: a.shape for n, a in arrays.items()}
 
     config = layer.get_config()
-    clone = bk.DynaMoELayer.from_config(config)
+    clone = bk.DynaMoE.from_config(config)
     assert clone.get_config() == config and clone.router == cfg.router
     clone.set_arrays(arrays)
     y_clone, r_clone = clone.forward_with_routing(h32, noise32)
@@ -284,8 +284,8 @@ def test_layers_standalone_and_config_roundtrip(bk):
     assert np.array_equal(keras.ops.convert_to_numpy(r_clone.mask), routing.mask)
 
     mlp = init_params(ModelConfig(size="tiny", kind="mlp"), 0)
-    ffn = bk.FeedForwardLayer(under(mlp, "layers.0."), name="block")
-    assert bk.FeedForwardLayer.from_config(ffn.get_config()).get_config() == ffn.get_config()
+    ffn = bk.FeedForward.from_arrays(under(mlp, "layers.0."), name="block")
+    assert bk.FeedForward.from_config(ffn.get_config()).get_config() == ffn.get_config()
     assert sorted(ffn.spec_variables()) == ["ffn.b1", "ffn.b2", "ffn.w1", "ffn.w2"]
     y = keras.ops.convert_to_numpy(ffn(h32))
     assert max_rel_error(y, F.feed_forward(NumpyOps(), h, *(mlp[f"layers.0.ffn.{n}"] for n in ("w1", "b1", "w2", "b2")))) <= 1e-5

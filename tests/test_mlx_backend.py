@@ -100,7 +100,7 @@ def test_layers_on_their_own(bm):
     p = init_params(cfg, 0)
     h = rng.sample_generator(0).standard_normal((24, 64))
     noise = rng.gate_noise(0, 0, 0, (24, 8), 0.1)
-    layer = bm.DynaMoELayer(cfg.router, under(p, "layers.0."), dtype="float64")
+    layer = bm.DynaMoE.from_arrays(cfg.router, under(p, "layers.0."), dtype="float64")
     h64, noise64 = mx.array(h, dtype=mx.float64), mx.array(noise, dtype=mx.float64)
     y, routing = layer.forward_with_routing(h64, noise64)
     expected, ref_routing = F.dynamoe_layer(NumpyOps(), F.layer_params(p, cfg, 0), h, noise, cfg.router)
@@ -110,7 +110,7 @@ def test_layers_on_their_own(bm):
 
     mlp = ModelConfig(size="tiny", kind="mlp")
     q = init_params(mlp, 0)
-    block = bm.FeedForwardLayer(under(q, "layers.0."))
+    block = bm.FeedForward.from_arrays(under(q, "layers.0."))
     expected = F.feed_forward(NumpyOps(), h, *(q[f"layers.0.ffn.{k}"] for k in ("w1", "b1", "w2", "b2")))
     assert max_rel_error(np.array(block(mx.array(h, dtype=mx.float32))), expected) <= 1e-5
 

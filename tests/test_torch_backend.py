@@ -72,7 +72,7 @@ def test_gradcheck_layer_float64(bt):
     gen = rng.sample_generator(0)
     d, e, dh, n = 8, 5, 6, 16
     arrays = [gen.uniform(-1, 1, s) for s in ((d, e), (e, d, dh), (e, dh), (e, dh, d), (e, d))]
-    layer = bt.DynaMoELayer(RouterConfig(scope="batch"), dict(zip(DYNAMOE_LAYER_NAMES, arrays)), dtype="float64")
+    layer = bt.DynaMoE.from_arrays(RouterConfig(scope="batch"), dict(zip(DYNAMOE_LAYER_NAMES, arrays)), dtype="float64")
     h = torch.tensor(gen.standard_normal((n, d)), dtype=torch.float64, requires_grad=True)
     noise = torch.as_tensor(rng.gate_noise(0, 0, 0, (n, e), 0.1))
     # The selection is piecewise constant: check that gradcheck's 1e-6 perturbations cannot flip it.

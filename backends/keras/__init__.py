@@ -17,7 +17,7 @@ import keras  # noqa: E402
 if keras.backend.backend() not in ("jax", "torch"):
     raise ImportError(f"backends.keras runs Keras on jax or torch, not {keras.backend.backend()!r}: set KERAS_BACKEND=jax or torch")
 
-from .layers import OPS, DynaMoELayer, FeedForwardLayer  # noqa: E402
+from .layers import OPS, DynaMoE, DynaMoEStack, FeedForward, MoUEStack  # noqa: E402
 from .model import (  # noqa: E402
     DynaMoEModel,
     MLPModel,
@@ -31,17 +31,20 @@ from .model import (  # noqa: E402
     to_tensor,
 )
 from .train import Trainer, evaluate_batch, forward, gradients, runtime_info, to_float  # noqa: E402
+from .transformer import build_model  # noqa: E402, F811  (backbone='transformer': spec.transformer; else model.build_model)
 
 NAME = f"keras-{keras.backend.backend()}"
 
 __all__ = [
     "NAME",
     "OPS",
-    "DynaMoELayer",
+    "DynaMoE",
     "DynaMoEModel",
-    "FeedForwardLayer",
+    "DynaMoEStack",
+    "FeedForward",
     "MLPModel",
     "MoUEModel",
+    "MoUEStack",
     "Trainer",
     "build_model",
     "evaluate_batch",

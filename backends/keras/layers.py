@@ -1,4 +1,17 @@
-"""Keras layers of one DynaMoE layer and one feed-forward block (parameter containers over the spec)."""
+"""Keras layers of DynaMoE: ``DynaMoE`` (one layer), ``FeedForward`` (the MLP baseline's block),
+``DynaMoEStack`` and ``MoUEStack`` (the paper's residual stacks with their final LayerNorm).
+
+Each is a ``keras.layers.Layer`` built from sizes, registered serialisable (package ``dynamoe``:
+``get_config``/``from_config``, ``.keras`` files), usable in ``keras.Sequential`` and the functional API
+and trained by ``model.fit``, on Keras's JAX and PyTorch backends. It initialises itself with the spec's
+distributions (``spec.init.init_rule``) from Keras's initialisers (``keras.utils.set_random_seed``), and
+with ``training=True`` draws its gate noise (sigma = ``noise_std``) from a ``keras.random.SeedGenerator``
+(``seed``); at inference none. Given arrays (``from_arrays``, or ``arrays=``) and noise (``noise=`` /
+``noises=``) it evaluates the spec's math and equals the float64 reference. A router's balancing loss
+(``balance_weight`` > 0) is added with ``add_loss`` (``model.fit`` adds it to the loss). The last call's
+routing is in non-trainable variables: ``last_counts`` (selections per expert; a list per layer for the
+stacks) and ``last_avg_active`` (active experts per token; per layer for the stacks).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +22,14 @@ import numpy as np
 
 from backends import common
 from backends.spec import forward as F
-from backends.spec.config import RouterConfig
+from backends.spec.config import MoUEConfig, RouterConfig, ScheduleConfig
 
-from .configs import router_config, to_dict
+from .configs import to_dict
 from .ops import KerasOps
 
 OPS = KerasOps()
 DTYPES = ("float32", "float64")
+R, S, M = common.ROUTER_DEFAULTS, ScheduleConfig, MoUEConfig
 
 
 def float_dtype(dtype) -> str:
@@ -59,136 +73,338 @@ def spec_name(keras_name: str) -> str:
     return keras_name.replace("_", ".")
 
 
+def initializer(rule: str, scale: float):
+    """The Keras initialiser of a ``spec.init.init_rule``."""
+    if rule == "uniform":
+        return keras.initializers.RandomUniform(-scale, scale)
+    if rule == "normal":
+        return keras.initializers.RandomNormal(0.0, scale)
+    return keras.initializers.Ones() if rule == "ones" else keras.initializers.Zeros()
+
+
 class _SpecLayer(keras.layers.Layer):
-    """A layer holding given spec arrays as weights named as in the spec (Keras names ``experts_w1``, ...).
+    """A layer whose weights are named as in the spec (Keras names ``experts_w1``, ...), made at
+    construction (its sizes are known) from given arrays or the spec's distributions."""
 
-    ``NAMES`` are the spec's names inside the layer, in weight order; ``SHORT`` maps the short names of
-    ``spec.forward`` (``gate``, ``w1``, ...) to them. The arrays are kept until ``build`` (on the first
-    call, or inside the network's ``build``), which makes the weights from them.
-    """
+    OWNER = "layer"
 
-    NAMES: tuple[str, ...] = ()
-    SHORT: dict[str, str] = {}
-    LEADING: tuple[str, ...] = ()  # constructor arguments before ``params`` (kept in ``get_config``)
-    SIZES: tuple[str, ...] = ()  # ``get_config``'s sizes, from which ``shapes`` gives the weights' shapes
-
-    def __init__(self, params: Mapping[str, np.ndarray], dtype="float32", **kwargs):
-        super().__init__(dtype=dtype, **kwargs)
-        self._initial = common.layer_arrays(params, self.NAMES, type(self).__name__)
-
-    @classmethod
-    def shapes(cls, **sizes) -> dict[str, tuple[int, ...]]:
-        """The weights' shapes from ``get_config``'s sizes."""
-        raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, config: dict):
-        """A layer of ``get_config``'s sizes holding zeros (``set_arrays`` puts arrays in)."""
-        config = dict(config)
-        sizes = {name: config.pop(name) for name in cls.SIZES}
-        zeros = {name: np.zeros(shape) for name, shape in cls.shapes(**sizes).items()}
-        return cls(*[config.pop(name) for name in cls.LEADING], zeros, **config)
-
-    def build(self, input_shape=None):
+    def _add_spec_weights(self, cfg, shapes: dict, arrays, prefix: str = "") -> None:
         dtype = float_dtype(self.variable_dtype)
-        for name, value in self._initial.items():
-            self.add_weight(shape=np.shape(value), initializer=ArrayInitializer(value), name=keras_name(name), dtype=dtype)
-        self._initial = None
+        arrays = None if arrays is None else common.checked_arrays(self.OWNER, arrays, shapes)
+        rules = common.init_rules(cfg, shapes, prefix)
+        for name, shape in shapes.items():
+            init = ArrayInitializer(arrays[name]) if arrays is not None else initializer(*rules[name])
+            self.add_weight(shape=shape, initializer=init, name=keras_name(name), dtype=dtype)
+        self._spec_names = tuple(shapes)
+
+    def _add_stat(self, name: str, shape: tuple):
+        return self.add_weight(shape=shape, initializer="zeros", name=name, dtype=self.variable_dtype, trainable=False)
 
     def spec_variables(self) -> dict:
-        """``{spec name inside the layer: keras.Variable}``, e.g. ``{"experts.w1": ...}``."""
-        if not self.built:
-            self.build()
-        return {spec_name(v.name): v for v in self.weights}
+        """``{spec name: keras.Variable}`` of the layer's parameters (e.g. ``{"experts.w1": ...}``)."""
+        own = {spec_name(v.name): v for v in self._trainable_variables}
+        return {name: own[name] for name in self._spec_names}
 
     def set_arrays(self, arrays: dict) -> None:
-        """Assign NumPy arrays (under spec or short names), rounded to the weights' dtype by NumPy."""
+        """Assign NumPy arrays under the spec's names, rounded to the weights' dtype by NumPy."""
         variables = self.spec_variables()
         for key, value in arrays.items():
-            variable = variables[self.SHORT.get(key, key)]
+            variable = variables[key]
             value = np.asarray(value, dtype=variable.dtype)
             if tuple(value.shape) != tuple(variable.shape):
                 raise ValueError(f"{self.name}: {variable.name!r} has shape {tuple(variable.shape)}, got {value.shape}")
             variable.assign(value)
 
     def values(self) -> dict:
-        """The weights under the short names (inside ``stateless_call``, the values it was handed)."""
-        variables = self.spec_variables()
-        return {short: variables[name].value for short, name in self.SHORT.items()}
+        """The parameters' values under the spec's names (inside ``stateless_call``, the values handed in)."""
+        return {name: v.value for name, v in self.spec_variables().items()}
 
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update({name: getattr(self, name) for name in self.SIZES})
-        return config
-
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape, *args, **kwargs):
         return input_shape
 
+    def _noise(self, tokens: int, widths: list[int], training):
+        """Training-mode gate noise ``noise_std * N(0, 1)`` per layer from the layer's ``SeedGenerator``."""
+        sigma = float(self.router.noise_std)
+        if not training or sigma == 0.0:
+            return None
+        return [keras.random.normal((tokens, w), stddev=sigma, dtype=self.compute_dtype, seed=self.seed_generator) for w in widths]
+
+    def _record(self, routings: list, cfg) -> None:
+        counts, active = zip(*(common.routing_stats(OPS, r) for r in routings))
+        for variable, value in zip(self._count_variables, counts):
+            variable.assign(keras.ops.cast(value, variable.dtype))
+        self._active_variable.assign(keras.ops.cast(keras.ops.stack(active) if len(active) > 1 else active[0], self._active_variable.dtype))
+        aux = common.balance_loss(OPS, routings, cfg)
+        if aux is not None:
+            self.add_loss(aux)
+
 
 @keras.saving.register_keras_serializable(package="dynamoe")
-class DynaMoELayer(_SpecLayer):
-    """A DynaMoE layer (Eq. 1, 4-7): ``y = sum_{i in S(h)} w_i E_i(h)`` over dynamically selected experts.
+class DynaMoE(_SpecLayer):
+    """One DynaMoE layer (Eq. 1, 4-7): ``(..., d_model) -> (..., d_model)``, ``y = sum_{i in S(h)} w_i E_i(h)``
+    over the dynamically selected experts (leading axes are flattened into the routing batch and restored).
 
-    ``router``: a ``RouterConfig`` or its fields as a dict. ``params``: NumPy arrays under the layer's
-    spec names (``common.DYNAMOE_LAYER_NAMES``): ``gate.weight`` (d, E) (Eq. 1, no bias), ``experts.w1``
-    (E, d, d_h), ``experts.b1`` (E, d_h), ``experts.w2`` (E, d_h, d), ``experts.b2`` (E, d) (e.g.
-    ``common.under(spec.init_params(cfg), "layers.0.")``); ``set_arrays`` replaces them. ``call(h,
-    noise=None)`` takes tokens (N, d) and returns y (N, d); ``noise`` (N, E) is the training gate noise of
-    Eq. 7 (``spec.rng.gate_noise``), ``None`` in evaluation. ``forward_with_routing`` returns ``(y,
-    spec.forward.Routing)`` (gate probabilities, selected mask, combine weights). ``get_config`` stores
-    the router and the sizes ``num_experts`` E, ``hidden_dim`` d, ``expert_hidden`` d_h.
+    ``router`` is ``RouterConfig.kind`` (``"dynamic"``, ``"topk"``, ``"switch"``, ``"gshard"``,
+    ``"expert_choice"``), or a ``RouterConfig`` or its fields as a dict (what ``get_config`` stores; the
+    other router arguments then stay at their defaults); the others are ``RouterConfig``'s fields,
+    defaults and checks. ``call(h, noise=None, training=None)``: ``noise`` (N, E) replaces the drawn
+    training noise. ``from_arrays(router, params, dtype)`` holds given spec arrays (``gate.weight`` (d, E),
+    ``experts.w1`` (E, d, d_h), ``experts.b1`` (E, d_h), ``experts.w2`` (E, d_h, d), ``experts.b2`` (E, d)).
     """
 
-    NAMES = common.DYNAMOE_LAYER_NAMES
-    SHORT = {"gate": "gate.weight", "w1": "experts.w1", "b1": "experts.b1", "w2": "experts.w2", "b2": "experts.b2"}
-    LEADING = ("router",)
-    SIZES = ("num_experts", "hidden_dim", "expert_hidden")
+    OWNER = "DynaMoE"
 
-    def __init__(self, router: RouterConfig | dict, params: Mapping[str, np.ndarray], dtype="float32", **kwargs):
-        super().__init__(params, dtype, **kwargs)
-        self.router = router_config(router)
-        self.num_experts, self.hidden_dim, self.expert_hidden = (int(n) for n in np.shape(self._initial["experts.w1"]))
+    def __init__(
+        self,
+        d_model: int,
+        num_experts: int,
+        expert_hidden: int,
+        *,
+        tau: float = R["tau"],
+        k_min: int = R["k_min"],
+        k_max: int | None = R["k_max"],
+        temperature: float = R["temperature"],
+        noise_std: float = R["noise_std"],
+        router: str | RouterConfig | dict = R["kind"],
+        top_k: int = R["top_k"],
+        capacity_factor: float = R["capacity_factor"],
+        balance_weight: float = R["balance_weight"],
+        scope: str = R["scope"],
+        combine: str = R["combine"],
+        arrays: Mapping | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        args = dict(tau=tau, k_min=k_min, k_max=k_max, temperature=temperature, noise_std=noise_std, top_k=top_k)
+        args.update(capacity_factor=capacity_factor, balance_weight=balance_weight, scope=scope, combine=combine)
+        routing = common.router_config("DynaMoE", router, num_experts, **args)
+        config = common.layer_config("DynaMoE", "dynamoe", d_model, expert_hidden, num_experts, routing)
+        super().__init__(**kwargs)
+        self.config, self.router, self.seed = config, routing, seed
+        self.d_model, self.num_experts, self.expert_hidden = d_model, num_experts, expert_hidden
+        self._add_spec_weights(config, common.layer_shapes(config), arrays, "layers.0.")
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._count_variables = [self._add_stat("last_counts", (num_experts,))]
+        self._active_variable = self._add_stat("last_avg_active", ())
+        self.built = True
 
     @classmethod
-    def shapes(cls, num_experts: int, hidden_dim: int, expert_hidden: int) -> dict[str, tuple[int, ...]]:
-        e, d, dh = num_experts, hidden_dim, expert_hidden
-        shapes = ((d, e), (e, d, dh), (e, dh), (e, dh, d), (e, d))
-        return dict(zip(cls.NAMES, shapes))
+    def from_arrays(cls, router: RouterConfig, params: Mapping, dtype="float32", **kwargs) -> DynaMoE:
+        """A layer holding the spec arrays ``params`` (the names of ``common.DYNAMOE_LAYER_NAMES``)."""
+        d, e, dh = common.dynamoe_sizes(params)
+        return cls(d, e, dh, router=router, arrays=params, dtype=float_dtype(dtype), **kwargs)
 
-    def forward_with_routing(self, h, noise=None):
-        """``(y, Routing)`` of ``spec.forward.dynamoe_layer`` (gate Eq. 1, selection Eq. 4-5, weights Eq. 6)."""
-        return F.dynamoe_layer(OPS, self.values(), h, noise, self.router)
+    @property
+    def last_counts(self):
+        return self._count_variables[0]
 
-    def call(self, h, noise=None):
-        return self.forward_with_routing(h, noise)[0]
+    @property
+    def last_avg_active(self):
+        return self._active_variable
+
+    def forward_with_routing(self, h, noise=None, training=None):
+        """``(y, Routing)`` of ``spec.forward.dynamoe_layer``; the routing is over the flattened tokens."""
+        tokens, lead = common.tokens_of(OPS, h, self.d_model)
+        if noise is None:
+            noise = self._noise(keras.ops.shape(tokens)[0], [self.num_experts], training)
+            noise = None if noise is None else noise[0]
+        p = self.values()
+        weights = {"gate": p["gate.weight"], **{k: p["experts." + k] for k in ("w1", "b1", "w2", "b2")}}
+        y, routing = F.dynamoe_layer(OPS, weights, tokens, noise, self.router)
+        self._record([routing], self.config)
+        return keras.ops.reshape(y, (*lead, self.d_model)), routing
+
+    def call(self, inputs, noise=None, training=None):
+        return self.forward_with_routing(inputs, noise, training)[0]
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(router=to_dict(self.router))
+        config.update(
+            d_model=self.d_model,
+            num_experts=self.num_experts,
+            expert_hidden=self.expert_hidden,
+            router=to_dict(self.router),
+            seed=self.seed,
+        )
         return config
 
 
 @keras.saving.register_keras_serializable(package="dynamoe")
-class FeedForwardLayer(_SpecLayer):
-    """The MLP baseline's block: ``relu(h W1 + b1) W2 + b2`` (one per layer, replacing the MoE).
+class FeedForward(_SpecLayer):
+    """The MLP baseline's block ``relu(h W1 + b1) W2 + b2`` (``spec.forward.feed_forward``):
+    ``ffn.w1`` (d, hidden), ``ffn.b1`` (hidden,), ``ffn.w2`` (hidden, d), ``ffn.b2`` (d,)."""
 
-    ``params``: ``ffn.w1`` (d, h), ``ffn.b1`` (h,), ``ffn.w2`` (h, d), ``ffn.b2`` (d,) as NumPy arrays;
-    ``get_config`` stores the sizes ``hidden_dim`` d and ``mlp_hidden`` h.
-    """
+    OWNER = "FeedForward"
 
-    NAMES = common.FEED_FORWARD_NAMES
-    SHORT = {"w1": "ffn.w1", "b1": "ffn.b1", "w2": "ffn.w2", "b2": "ffn.b2"}
-    SIZES = ("hidden_dim", "mlp_hidden")
-
-    def __init__(self, params: Mapping[str, np.ndarray], dtype="float32", **kwargs):
-        super().__init__(params, dtype, **kwargs)
-        self.hidden_dim, self.mlp_hidden = (int(n) for n in np.shape(self._initial["ffn.w1"]))
+    def __init__(self, d_model: int, hidden: int, *, arrays: Mapping | None = None, **kwargs):
+        config = common.layer_config("FeedForward", "mlp", d_model, hidden)
+        super().__init__(**kwargs)
+        self.config, self.d_model, self.hidden = config, d_model, hidden
+        self._add_spec_weights(config, common.layer_shapes(config), arrays, "layers.0.")
+        self.built = True
 
     @classmethod
-    def shapes(cls, hidden_dim: int, mlp_hidden: int) -> dict[str, tuple[int, ...]]:
-        d, h = hidden_dim, mlp_hidden
-        return dict(zip(cls.NAMES, ((d, h), (h,), (h, d), (d,))))
+    def from_arrays(cls, params: Mapping, dtype="float32", **kwargs) -> FeedForward:
+        return cls(*common.feed_forward_sizes(params), arrays=params, dtype=float_dtype(dtype), **kwargs)
 
-    def call(self, h):
+    def call(self, inputs):
         p = self.values()
-        return F.feed_forward(OPS, h, p["w1"], p["b1"], p["w2"], p["b2"])
+        return F.feed_forward(OPS, inputs, p["ffn.w1"], p["ffn.b1"], p["ffn.w2"], p["ffn.b2"])
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(d_model=self.d_model, hidden=self.hidden)
+        return config
+
+
+class _Stack(_SpecLayer):
+    """L residual layers and the final LayerNorm (``common.stack_forward``): ``(..., d) -> (..., d)``.
+    DynaMoE's layers are ``DynaMoE`` sublayers (``layers_<i>``), the MLP's ``FeedForward``; MoUE's pool,
+    local experts and the LayerNorm are the stack's own weights, under the spec's names."""
+
+    OWNER = "stack"
+
+    def _setup(self, config, arrays, seed) -> None:
+        self.config, self.router, self.seed = config, config.router, seed
+        self.d_model, self.num_layers = config.hidden_dim, config.num_layers
+        shapes = common.stack_shapes(config)
+        arrays = None if arrays is None else common.checked_arrays(type(self).__name__, arrays, shapes)
+        self.blocks = []
+        if config.kind in ("dynamoe", "mlp"):
+            for i in range(config.num_layers):
+                given = None if arrays is None else common.under(arrays, f"layers.{i}.")
+                if config.kind == "dynamoe":
+                    e = config.experts_per_layer()[i]
+                    block = DynaMoE(
+                        config.hidden_dim,
+                        e,
+                        config.expert_hidden,
+                        router=config.router,
+                        arrays=given,
+                        dtype=self.dtype_policy,
+                        name=f"layers_{i}",
+                    )
+                else:
+                    block = FeedForward(config.hidden_dim, config.mlp_hidden, arrays=given, dtype=self.dtype_policy, name=f"layers_{i}")
+                self.blocks.append(block)
+            shapes = {name: shape for name, shape in shapes.items() if not name.startswith("layers.")}
+        own = None if arrays is None else {name: arrays[name] for name in shapes}
+        self._add_spec_weights(config, shapes, own)
+        self._all_names = tuple(common.stack_shapes(config))
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._count_variables = [self._add_stat(f"last_counts_{i}", (w,)) for i, w in enumerate(common.noise_widths(config))]
+        self._active_variable = self._add_stat("last_avg_active", (len(self._count_variables),)) if self._count_variables else None
+        self.built = True
+
+    @classmethod
+    def from_arrays(cls, cfg, params: Mapping, dtype="float32", **kwargs):
+        """A stack of ``cfg`` (a ``ModelConfig`` or ``common.StackConfig``) holding the spec arrays ``params``
+        (``common.stack_shapes(cfg)``: ``layers.<i>.*``, ``pool.*`` for MoUE, ``norm.gamma``, ``norm.beta``)."""
+        stack = cls.__new__(cls)
+        keras.layers.Layer.__init__(stack, dtype=float_dtype(dtype), **kwargs)
+        stack._setup(cfg if isinstance(cfg, common.StackConfig) else common.StackConfig.of(cfg), params, None)
+        return stack
+
+    @property
+    def last_counts(self) -> list:
+        return list(self._count_variables)
+
+    @property
+    def last_avg_active(self):
+        return self._active_variable
+
+    def spec_variables(self) -> dict:
+        """``{spec name: keras.Variable}`` in ``common.stack_shapes`` order (the blocks' under ``layers.<i>.``)."""
+        own = super().spec_variables()
+        for i, block in enumerate(self.blocks):
+            own.update({f"layers.{i}.{name}": v for name, v in block.spec_variables().items()})
+        return {name: own[name] for name in self._all_names}
+
+    def forward_with_routing(self, h, noises=None, training=None):
+        """``(LayerNorm(h_L), routings)``; ``noises``: per-layer gate noise (N, E_l) replacing the drawn."""
+        tokens, lead = common.tokens_of(OPS, h, self.d_model)
+        if noises is None and self._count_variables:
+            noises = self._noise(keras.ops.shape(tokens)[0], common.noise_widths(self.config), training)
+        out, routings = common.stack_forward(OPS, self.values(), tokens, self.config, noises)
+        if routings:
+            self._record(routings, self.config)
+        return keras.ops.reshape(out, (*lead, self.d_model)), routings
+
+    def call(self, inputs, noises=None, training=None):
+        return self.forward_with_routing(inputs, noises, training)[0]
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        c = self.config
+        config.update(
+            d_model=c.hidden_dim, num_layers=c.num_layers, schedule=c.schedule.name, e_min=c.schedule.e_min, e_max=c.schedule.e_max
+        )
+        config.update(expert_hidden=c.expert_hidden, router=to_dict(c.router), seed=self.seed)
+        if c.moue is not None:
+            config.update(to_dict(c.moue))
+        return config
+
+
+@keras.saving.register_keras_serializable(package="dynamoe")
+class DynaMoEStack(_Stack):
+    """The paper's network between its input projection and its head (Section 3.4): ``num_layers``
+    residual ``DynaMoE`` layers ``h + F_l(h)`` with E_l experts from the schedule (``spec.schedules``;
+    ``schedule``, ``e_min``, ``e_max`` are ``ScheduleConfig``'s), then the final LayerNorm (``norm``).
+    ``expert_hidden`` defaults to ``ModelConfig.expert_hidden_ratio`` x d_model; ``router_args``:
+    ``DynaMoE``'s router arguments; other keywords go to ``keras.layers.Layer`` (``name``, ``dtype``)."""
+
+    OWNER = "DynaMoEStack"
+
+    def __init__(
+        self,
+        d_model: int,
+        num_layers: int,
+        *,
+        schedule: str = S.name,
+        e_min: int = S.e_min,
+        e_max: int = S.e_max,
+        expert_hidden: int | None = None,
+        arrays: Mapping | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        router_args = {name: kwargs.pop(name) for name in common.ROUTER_ARGUMENTS if name in kwargs}
+        config = common.stack_config("DynaMoEStack", "dynamoe", d_model, num_layers, schedule, e_min, e_max, expert_hidden, router_args)
+        super().__init__(**kwargs)
+        self._setup(config, arrays, seed)
+
+
+@keras.saving.register_keras_serializable(package="dynamoe")
+class MoUEStack(_Stack):
+    """Mixture of Universal Experts (``spec.moue``): ``pool_size`` universal experts shared by every layer
+    (layer l sees its staggered window of E_l of them, E_l from the schedule), the universal router with a
+    ``trajectory_dim`` state, ``local_experts`` per layer, then the final LayerNorm; ``pool_size``,
+    ``trajectory_dim``, ``stride``, ``local_experts``, ``exposure_correction`` are ``MoUEConfig``'s. Its
+    balancing loss is ``balance_weight`` x UELB."""
+
+    OWNER = "MoUEStack"
+
+    def __init__(
+        self,
+        d_model: int,
+        num_layers: int,
+        *,
+        pool_size: int = M.pool_size,
+        trajectory_dim: int = M.trajectory_dim,
+        stride: int | None = M.stride,
+        local_experts: int = M.local_experts,
+        exposure_correction: bool = M.exposure_correction,
+        schedule: str = S.name,
+        e_min: int = S.e_min,
+        e_max: int = S.e_max,
+        expert_hidden: int | None = None,
+        arrays: Mapping | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        router_args = {name: kwargs.pop(name) for name in common.ROUTER_ARGUMENTS if name in kwargs}
+        moue = dict(pool_size=pool_size, trajectory_dim=trajectory_dim, stride=stride, local_experts=local_experts)
+        moue["exposure_correction"] = exposure_correction
+        config = common.stack_config("MoUEStack", "moue", d_model, num_layers, schedule, e_min, e_max, expert_hidden, router_args, moue)
+        super().__init__(**kwargs)
+        self._setup(config, arrays, seed)

@@ -11,24 +11,26 @@ from backends.spec.config import ModelConfig
 from backends.spec.init import check_params, param_shapes
 
 from .configs import model_config, to_dict
-from .layers import OPS, ArrayInitializer, DynaMoELayer, FeedForwardLayer, float_dtype, keras_name, spec_name
+from .layers import OPS, ArrayInitializer, DynaMoEStack, MoUEStack, _Stack, float_dtype, keras_name, spec_name
 
 
 class _Network(keras.Model):
-    """Input projection or embedding, residual layers, LayerNorm and head, evaluated by ``spec.forward``.
+    """Input projection or embedding, the kind's stack, and the head, evaluated by ``spec.forward``.
 
     ``cfg`` is a ``ModelConfig`` or its ``configs.to_dict`` form (what ``get_config`` stores). The
-    network's own weights are named as in the spec (``input.weight``, ``norm.gamma``, ...); the blocks'
-    weights are ``layers.<i>.`` + their names. The network is built at once from ``params`` (the spec's
+    network's own weights are named as in the spec (``input.weight``, ``head.bias``, ...); ``stack`` is the
+    kind's ``DynaMoEStack``, ``MoUEStack`` (or the MLP's stack of ``FeedForward`` blocks), holding
+    ``layers.<i>.*``, ``pool.*`` and ``norm.*``. The network is built at once from ``params`` (the spec's
     NumPy arrays, e.g. ``spec.init_params``). ``call(x, noises=None)`` returns the logits.
     """
 
     def __init__(self, cfg: ModelConfig | dict, params: dict[str, np.ndarray], dtype="float32", **kwargs):
         super().__init__(dtype=dtype, **kwargs)
         self.cfg = model_config(cfg)
-        blocks = (self._layer(common.under(params, f"layers.{i}."), i) for i in range(self.cfg.num_layers))
-        self.blocks = [block for block in blocks if block is not None]
-        self._initial = dict(params)
+        stack_names = common.stack_shapes(self.cfg)
+        stack_cls = {"dynamoe": DynaMoEStack, "moue": MoUEStack}.get(self.cfg.kind, _Stack)
+        self.stack = stack_cls.from_arrays(self.cfg, {name: params[name] for name in stack_names}, float_dtype(dtype), name="stack")
+        self._initial = {name: value for name, value in params.items() if name not in stack_names}
         self.build(self.input_shape_of(self.cfg))
         self._initial = None
 
@@ -49,21 +51,13 @@ class _Network(keras.Model):
 
     def build(self, input_shape=None):
         dtype = float_dtype(self.variable_dtype)
-        for name, shape in param_shapes(self.cfg).items():
-            if self.blocks and name.startswith("layers."):
-                continue
-            self.add_weight(shape=shape, initializer=ArrayInitializer(self._initial[name]), name=keras_name(name), dtype=dtype)
-        for block in self.blocks:
-            if not block.built:
-                block.build()
+        for name, value in self._initial.items():
+            self.add_weight(shape=np.shape(value), initializer=ArrayInitializer(value), name=keras_name(name), dtype=dtype)
 
     def spec_variables(self) -> dict:
         """``{spec name: keras.Variable}`` in ``spec.init.param_shapes`` order."""
-        if not self.built:
-            self.build()
-        own = {spec_name(v.name): v for v in self.weights}  # the blocks' names (gate.weight, ...) never clash with these
-        for i, block in enumerate(self.blocks):
-            own.update({f"layers.{i}.{name}": v for name, v in block.spec_variables().items()})
+        own = {spec_name(v.name): v for v in self._trainable_variables}  # input/embed and head
+        own.update(self.stack.spec_variables())
         return {name: own[name] for name in param_shapes(self.cfg)}
 
     def set_params(self, params: dict) -> None:
@@ -79,6 +73,11 @@ class _Network(keras.Model):
         """``(logits, routings)`` via ``spec.forward.model_forward``."""
         return F.model_forward(OPS, self.params(), x, self.cfg, noises)
 
+    def hidden(self, x, noises=None):
+        """``(LayerNorm(h_L) (N, d), routings)``: the normalised states the head reads (``lm``: N = B*T)."""
+        params = self.params()
+        return common.stack_forward(OPS, params, F.embed(OPS, params, x, self.cfg), self.cfg, noises)
+
     def call(self, x, noises=None, with_routings=False):
         """Logits, or ``(logits, routings)`` with ``with_routings`` (what the training loss needs)."""
         logits, routings = self.forward_with_routing(x, noises)
@@ -92,27 +91,18 @@ class _Network(keras.Model):
 
 @keras.saving.register_keras_serializable(package="dynamoe")
 class DynaMoEModel(_Network):
-    """DynaMoE network: L residual ``DynaMoELayer``s with E_l experts from the schedule."""
-
-    def _layer(self, params: dict, i: int) -> DynaMoELayer:
-        return DynaMoELayer(self.cfg.router, params, dtype=self.dtype_policy, name=f"layers_{i}")
+    """DynaMoE network: a ``DynaMoEStack`` of L residual ``DynaMoE`` layers with E_l experts from the schedule."""
 
 
 @keras.saving.register_keras_serializable(package="dynamoe")
 class MoUEModel(_Network):
-    """MoUE network (``spec.moue``): the universal pool (``pool.*``) and any local experts
-    (``layers.<i>.*``) are the network's own weights, under the spec's names; it has no blocks."""
-
-    def _layer(self, params: dict, i: int):
-        return None
+    """MoUE network (``spec.moue``): a ``MoUEStack`` holding the universal pool (``pool.*``) and any local
+    experts (``layers.<i>.*``) under the spec's names."""
 
 
 @keras.saving.register_keras_serializable(package="dynamoe")
 class MLPModel(_Network):
-    """The dense MLP baseline: one ``FeedForwardLayer`` per layer."""
-
-    def _layer(self, params: dict, i: int) -> FeedForwardLayer:
-        return FeedForwardLayer(params, dtype=self.dtype_policy, name=f"layers_{i}")
+    """The dense MLP baseline: one ``FeedForward`` block per layer."""
 
 
 def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32") -> _Network:

@@ -1,6 +1,7 @@
-"""DynaMoE in MLX: thin modules over ``backends.spec`` (names: ``backends.api``)."""
+"""DynaMoE in MLX: thin modules over ``backends.spec`` (names: ``backends.api``). The layers an MLX model
+can hold: ``DynaMoE``, ``FeedForward``, ``DynaMoEStack``, ``MoUEStack`` (``layers``)."""
 
-from .layers import OPS, DynaMoELayer, FeedForwardLayer
+from .layers import OPS, DynaMoE, DynaMoEStack, FeedForward, MoUEStack
 from .model import (
     DynaMoEModel,
     MLPModel,
@@ -21,11 +22,13 @@ NAME = "mlx"
 __all__ = [
     "NAME",
     "OPS",
-    "DynaMoELayer",
+    "DynaMoE",
     "DynaMoEModel",
-    "FeedForwardLayer",
+    "DynaMoEStack",
+    "FeedForward",
     "MLPModel",
     "MoUEModel",
+    "MoUEStack",
     "Trainer",
     "build_model",
     "evaluate_batch",

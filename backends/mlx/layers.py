@@ -1,4 +1,16 @@
-"""MLX modules of one DynaMoE layer and one feed-forward block (parameter containers over the spec)."""
+"""MLX modules of DynaMoE: ``DynaMoE`` (one layer), ``FeedForward`` (the MLP baseline's block),
+``DynaMoEStack`` and ``MoUEStack`` (the paper's residual stacks with their final LayerNorm).
+
+Each is an ``mlx.nn.Module`` built from sizes, like mlx-lm's layers: it initialises itself with the
+spec's distributions (``spec.init.init_rule``) from MLX's generator (``mx.random.seed``), and in training
+mode (``self.training``, MLX's default; ``eval()`` switches it off) draws its gate noise (sigma =
+``noise_std``) from ``mx.random``. Given arrays (``from_arrays``, or ``arrays=``) and noise (``noise=`` /
+``noises=``) it evaluates the spec's math and equals the float64 reference. Parameter paths are the spec's
+names, so ``save_weights``/``load_weights`` files hold them. After each call: ``last_routing``,
+``last_counts``, ``last_avg_active`` and ``aux_loss`` (``balance_weight`` x the balancing loss, zero when
+it is off: add it to the loss inside the function ``nn.value_and_grad`` differentiates). They are plain
+attributes, not parameters; inside ``mx.compile`` return what you need from the compiled function.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +19,18 @@ from collections.abc import Mapping
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+from mlx.utils import tree_flatten
 
 from backends import common
 from backends.spec import forward as F
-from backends.spec.config import RouterConfig
+from backends.spec.config import MoUEConfig, RouterConfig, ScheduleConfig
 
 from .ops import MlxOps
 
 OPS = MlxOps()
 DTYPES = {"float32": (mx.float32, np.float32), "float64": (mx.float64, np.float64)}
 _NAMES = {mx.float32: "float32", mx.float64: "float64"}
+R, S, M = common.ROUTER_DEFAULTS, ScheduleConfig, MoUEConfig
 
 
 def dtype_name(dtype) -> str:
@@ -33,68 +47,282 @@ def dtype_name(dtype) -> str:
 
 
 def to_mlx(value, dtype) -> mx.array:
-    """A NumPy array as an MLX array of float type ``dtype`` (rounded by NumPy, to nearest).
+    """A NumPy array (or an MLX array) as an MLX array of float type ``dtype`` (NumPy rounds to nearest).
 
     The dtype is passed explicitly: ``mx.array`` turns a float64 NumPy array into float32 by default.
     """
     mx_type, np_type = DTYPES[dtype_name(dtype)]
+    if isinstance(value, mx.array):
+        return value.astype(mx_type)
     return mx.array(np.asarray(value, dtype=np_type), dtype=mx_type)
 
 
 class ParamGroup(nn.Module):
-    """Parameters named as in the spec, created from NumPy arrays."""
+    """Parameters named as in the spec, created from NumPy (or MLX) arrays."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], dtype="float32"):
+    def __init__(self, arrays: dict, dtype="float32"):
         super().__init__()
         for name, value in arrays.items():
             setattr(self, name, to_mlx(value, dtype))
 
 
-def param_tree(arrays: Mapping[str, np.ndarray], dtype="float32") -> nn.Module:
+def param_tree(arrays: Mapping, dtype="float32") -> nn.Module:
     """Nested modules whose parameter paths are the dotted names of ``arrays`` (e.g. ``experts.w1``)."""
     return common.param_tree(arrays, lambda leaves: ParamGroup(leaves, dtype), nn.Module)
 
 
-class DynaMoELayer(nn.Module):
-    """A DynaMoE layer (Eq. 1, 4-7): ``y = sum_{i in S(h)} w_i E_i(h)`` over dynamically selected experts.
+def draw(rules: dict, shapes: dict, dtype) -> dict[str, mx.array]:
+    """Arrays of the spec's initial distributions (``common.init_rules``) from MLX's generator (drawn in
+    float32, MLX's random sampling type, then cast)."""
+    out = {}
+    for name, (rule, scale) in rules.items():
+        shape = shapes[name]
+        if rule == "uniform":
+            value = mx.random.uniform(-scale, scale, shape)
+        elif rule == "normal":
+            value = mx.random.normal(shape) * scale
+        else:
+            value = mx.ones(shape) if rule == "ones" else mx.zeros(shape)
+        out[name] = to_mlx(value, dtype)
+    return out
 
-    ``params``: NumPy arrays under the layer's spec names (``common.DYNAMOE_LAYER_NAMES``):
-    ``gate.weight`` (d, E), ``experts.w1`` (E, d, d_h), ``experts.b1`` (E, d_h), ``experts.w2`` (E, d_h, d),
-    ``experts.b2`` (E, d) (e.g. ``common.under(spec.init_params(cfg), "layers.0.")``). ``__call__(h, noise=None)``
-    takes tokens (N, d); ``noise`` (N, E) is the training gate noise of Eq. 7 (``spec.rng.gate_noise``),
-    ``None`` in evaluation.
+
+def initial(owner: str, cfg, shapes: dict, arrays, dtype, prefix: str = "") -> dict:
+    """The given ``arrays`` (checked against ``shapes``), else the spec's distributions drawn."""
+    if arrays is not None:
+        return common.checked_arrays(owner, arrays, shapes)
+    return draw(common.init_rules(cfg, shapes, prefix), shapes, dtype)
+
+
+class _Last:
+    def __init__(self, routing, counts, avg_active, aux_loss):
+        self.routing, self.counts, self.avg_active, self.aux_loss = routing, counts, avg_active, aux_loss
+
+
+class _Routed(nn.Module):
+    """What the routed modules share: the last routing's statistics and the auxiliary loss."""
+
+    # The statistics are kept in one plain Python object (``_Last``): an ``mx.array`` attribute of a Module
+    # would become a parameter (trained, saved, compared by ``load_weights(strict=True)``).
+
+    def _record(self, routings: list, cfg) -> None:
+        stats = [common.routing_stats(OPS, r) for r in routings]
+        aux = common.balance_loss(OPS, routings, cfg)
+        last = _Last(routings, [c for c, _ in stats], [a for _, a in stats], mx.array(0.0, dtype=self.dtype) if aux is None else aux)
+        object.__setattr__(self, "_last", last)
+
+    def _stat(self, name: str):
+        last = self.__dict__.get("_last")
+        if last is None:
+            raise AttributeError(f"{type(self).__name__}.{name}: call the layer first")
+        value = getattr(last, name)
+        return value[0] if isinstance(self, DynaMoE) and isinstance(value, list) else value
+
+    last_routing = property(lambda self: self._stat("routing"), doc="The last call's ``Routing`` (a list for the stacks).")
+    last_counts = property(lambda self: self._stat("counts"), doc="Selections per expert in the last call (per layer).")
+    last_avg_active = property(lambda self: self._stat("avg_active"), doc="Mean active experts per token (per layer).")
+    aux_loss = property(lambda self: self._stat("aux_loss"), doc="``balance_weight`` x the balancing loss of the last call.")
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return next(v for _, v in tree_flatten(self.parameters())).dtype
+
+    def _noise(self, tokens: int, widths: list[int]):
+        """Training-mode gate noise ``noise_std * N(0, 1)`` per layer from ``mx.random`` (else ``None``)."""
+        sigma = float(self.router.noise_std)
+        if not self.training or sigma == 0.0:
+            return None
+        return [(mx.random.normal((tokens, w)) * sigma).astype(self.dtype) for w in widths]
+
+
+class DynaMoE(_Routed):
+    """One DynaMoE layer (Eq. 1, 4-7): ``(..., d_model) -> (..., d_model)``, ``y = sum_{i in S(h)} w_i E_i(h)``
+    over the dynamically selected experts (leading axes are flattened into the routing batch and restored).
+
+    ``router`` is ``RouterConfig.kind`` (``"dynamic"``, ``"topk"``, ``"switch"``, ``"gshard"``,
+    ``"expert_choice"``), or a ``RouterConfig`` (then the other router arguments stay at their defaults);
+    the others are ``RouterConfig``'s fields, defaults and checks. ``forward(h, noise=None)``: ``noise``
+    (N, E) replaces the drawn training noise (for parity with the spec). ``from_arrays(router, params,
+    dtype)`` holds given spec arrays (``gate.weight`` (d, E), ``experts.w1`` (E, d, d_h), ``experts.b1``
+    (E, d_h), ``experts.w2`` (E, d_h, d), ``experts.b2`` (E, d)).
     """
 
-    def __init__(self, router: RouterConfig, params: Mapping[str, np.ndarray], dtype="float32"):
+    def __init__(
+        self,
+        d_model: int,
+        num_experts: int,
+        expert_hidden: int,
+        *,
+        tau: float = R["tau"],
+        k_min: int = R["k_min"],
+        k_max: int | None = R["k_max"],
+        temperature: float = R["temperature"],
+        noise_std: float = R["noise_std"],
+        router: str | RouterConfig = R["kind"],
+        top_k: int = R["top_k"],
+        capacity_factor: float = R["capacity_factor"],
+        balance_weight: float = R["balance_weight"],
+        scope: str = R["scope"],
+        combine: str = R["combine"],
+        arrays: Mapping | None = None,
+        dtype="float32",
+    ):
         super().__init__()
-        self.router = router
-        groups = common.group_names(common.layer_arrays(params, common.DYNAMOE_LAYER_NAMES, "DynaMoELayer"))
+        args = dict(tau=tau, k_min=k_min, k_max=k_max, temperature=temperature, noise_std=noise_std, top_k=top_k)
+        args.update(capacity_factor=capacity_factor, balance_weight=balance_weight, scope=scope, combine=combine)
+        routing = common.router_config("DynaMoE", router, num_experts, **args)
+        self.config = common.layer_config("DynaMoE", "dynamoe", d_model, expert_hidden, num_experts, routing)
+        self.router = routing
+        self.d_model, self.num_experts, self.expert_hidden = d_model, num_experts, expert_hidden
+        shapes = common.layer_shapes(self.config)
+        groups = common.group_names(initial("DynaMoE", self.config, shapes, arrays, dtype, "layers.0."))
         self.gate = ParamGroup(groups["gate"], dtype)
         self.experts = ParamGroup(groups["experts"], dtype)
+
+    @classmethod
+    def from_arrays(cls, router: RouterConfig, params: Mapping, dtype="float32") -> DynaMoE:
+        """A layer holding the spec arrays ``params`` (the names of ``common.DYNAMOE_LAYER_NAMES``)."""
+        d, e, dh = common.dynamoe_sizes(params)
+        return cls(d, e, dh, router=router, arrays=params, dtype=dtype)
 
     def weights(self) -> dict:
         e = self.experts
         return {"gate": self.gate.weight, "w1": e.w1, "b1": e.b1, "w2": e.w2, "b2": e.b2}
 
     def forward_with_routing(self, h, noise=None):
-        """``(y, Routing)`` of ``spec.forward.dynamoe_layer`` (gate Eq. 1, selection Eq. 4-5, weights Eq. 6)."""
-        return F.dynamoe_layer(OPS, self.weights(), h, noise, self.router)
+        """``(y, Routing)`` of ``spec.forward.dynamoe_layer``; the routing is over the flattened tokens."""
+        tokens, lead = common.tokens_of(OPS, h, self.d_model)
+        if noise is None:
+            noise = self._noise(tokens.shape[0], [self.num_experts])
+            noise = None if noise is None else noise[0]
+        y, routing = F.dynamoe_layer(OPS, self.weights(), tokens, noise, self.router)
+        self._record([routing], self.config)
+        return y.reshape(*lead, self.d_model), routing
 
     def __call__(self, h, noise=None):
         return self.forward_with_routing(h, noise)[0]
 
 
-class FeedForwardLayer(nn.Module):
-    """The MLP baseline's block: ``relu(h W1 + b1) W2 + b2`` (one per layer, replacing the MoE).
+class FeedForward(nn.Module):
+    """The MLP baseline's block ``relu(h W1 + b1) W2 + b2`` (``spec.forward.feed_forward``):
+    ``ffn.w1`` (d, hidden), ``ffn.b1`` (hidden,), ``ffn.w2`` (hidden, d), ``ffn.b2`` (d,)."""
 
-    ``params``: ``ffn.w1`` (d, h), ``ffn.b1`` (h,), ``ffn.w2`` (h, d), ``ffn.b2`` (d,) as NumPy arrays.
-    """
-
-    def __init__(self, params: Mapping[str, np.ndarray], dtype="float32"):
+    def __init__(self, d_model: int, hidden: int, *, arrays: Mapping | None = None, dtype="float32"):
         super().__init__()
-        arrays = common.layer_arrays(params, common.FEED_FORWARD_NAMES, "FeedForwardLayer")
+        self.config = common.layer_config("FeedForward", "mlp", d_model, hidden)
+        self.d_model, self.hidden = d_model, hidden
+        arrays = initial("FeedForward", self.config, common.layer_shapes(self.config), arrays, dtype, "layers.0.")
         self.ffn = ParamGroup(common.under(arrays, "ffn."), dtype)
+
+    @classmethod
+    def from_arrays(cls, params: Mapping, dtype="float32") -> FeedForward:
+        return cls(*common.feed_forward_sizes(params), arrays=params, dtype=dtype)
 
     def __call__(self, h):
         f = self.ffn
         return F.feed_forward(OPS, h, f.w1, f.b1, f.w2, f.b2)
+
+
+def stack_modules(cfg, arrays: Mapping | None, dtype) -> dict:
+    """The modules of a stack of ``cfg`` (a ``common.StackConfig`` or a ``ModelConfig``) in parameter order:
+    ``pool`` (MoUE), ``layers`` (``DynaMoE``, ``FeedForward`` or MoUE's local experts), ``norm``; from the
+    spec arrays ``arrays`` (``common.stack_shapes``) or drawn from MLX's generator."""
+    shapes = common.stack_shapes(cfg)
+    arrays = initial(type(cfg).__name__, cfg, shapes, arrays, dtype)
+    modules: dict = {}
+    if cfg.kind == "moue":
+        modules["pool"] = param_tree(common.under(arrays, "pool."), dtype)
+    layer = {"dynamoe": lambda p: DynaMoE.from_arrays(cfg.router, p, dtype), "mlp": lambda p: FeedForward.from_arrays(p, dtype)}
+    make = layer.get(cfg.kind, lambda p: param_tree(p, dtype))
+    modules["layers"] = [make(common.under(arrays, f"layers.{i}.")) for i in range(cfg.num_layers)]
+    modules["norm"] = ParamGroup(common.under(arrays, "norm."), dtype)
+    return modules
+
+
+class _Stack(_Routed):
+    """L residual layers and the final LayerNorm (``common.stack_forward``): ``(..., d) -> (..., d)``."""
+
+    def _setup(self, config, arrays, dtype) -> None:
+        self.config = config
+        self.router = config.router
+        self.d_model, self.num_layers = config.hidden_dim, config.num_layers
+        for name, module in stack_modules(config, arrays, dtype).items():
+            setattr(self, name, module)
+
+    @classmethod
+    def from_arrays(cls, cfg, params: Mapping, dtype="float32"):
+        """A stack of ``cfg`` (a ``ModelConfig`` or ``common.StackConfig``) holding the spec arrays ``params``
+        (``common.stack_shapes(cfg)``: ``layers.<i>.*``, ``pool.*`` for MoUE, ``norm.gamma``, ``norm.beta``)."""
+        stack = cls.__new__(cls)
+        nn.Module.__init__(stack)
+        stack._setup(cfg if isinstance(cfg, common.StackConfig) else common.StackConfig.of(cfg), params, dtype)
+        return stack
+
+    def forward_with_routing(self, h, noises=None):
+        """``(LayerNorm(h_L), routings)``; ``noises``: per-layer gate noise (N, E_l) replacing the drawn."""
+        tokens, lead = common.tokens_of(OPS, h, self.d_model)
+        if noises is None:
+            noises = self._noise(tokens.shape[0], common.noise_widths(self.config))
+        out, routings = common.stack_forward(OPS, dict(tree_flatten(self.parameters())), tokens, self.config, noises)
+        self._record(routings, self.config)
+        return out.reshape(*lead, self.d_model), routings
+
+    def __call__(self, h, noises=None):
+        return self.forward_with_routing(h, noises)[0]
+
+
+class DynaMoEStack(_Stack):
+    """The paper's network between its input projection and its head (Section 3.4): ``num_layers``
+    residual ``DynaMoE`` layers ``h + F_l(h)`` with E_l experts from the schedule (``spec.schedules``;
+    ``schedule``, ``e_min``, ``e_max`` are ``ScheduleConfig``'s), then the final LayerNorm (``norm``).
+    ``expert_hidden`` defaults to ``ModelConfig.expert_hidden_ratio`` x d_model; ``router_args``:
+    ``DynaMoE``'s router arguments. ``layers[i]`` are ``DynaMoE`` modules."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_layers: int,
+        *,
+        schedule: str = S.name,
+        e_min: int = S.e_min,
+        e_max: int = S.e_max,
+        expert_hidden: int | None = None,
+        arrays: Mapping | None = None,
+        dtype="float32",
+        **router_args,
+    ):
+        super().__init__()
+        config = common.stack_config("DynaMoEStack", "dynamoe", d_model, num_layers, schedule, e_min, e_max, expert_hidden, router_args)
+        self._setup(config, arrays, dtype)
+
+
+class MoUEStack(_Stack):
+    """Mixture of Universal Experts (``spec.moue``): ``pool_size`` universal experts shared by every layer
+    (layer l sees its staggered window of E_l of them, E_l from the schedule), the universal router with a
+    ``trajectory_dim`` state, ``local_experts`` per layer, then the final LayerNorm; ``pool_size``,
+    ``trajectory_dim``, ``stride``, ``local_experts``, ``exposure_correction`` are ``MoUEConfig``'s.
+    ``aux_loss`` is ``balance_weight`` x UELB."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_layers: int,
+        *,
+        pool_size: int = M.pool_size,
+        trajectory_dim: int = M.trajectory_dim,
+        stride: int | None = M.stride,
+        local_experts: int = M.local_experts,
+        exposure_correction: bool = M.exposure_correction,
+        schedule: str = S.name,
+        e_min: int = S.e_min,
+        e_max: int = S.e_max,
+        expert_hidden: int | None = None,
+        arrays: Mapping | None = None,
+        dtype="float32",
+        **router_args,
+    ):
+        super().__init__()
+        moue = dict(pool_size=pool_size, trajectory_dim=trajectory_dim, stride=stride, local_experts=local_experts)
+        moue["exposure_correction"] = exposure_correction
+        config = common.stack_config("MoUEStack", "moue", d_model, num_layers, schedule, e_min, e_max, expert_hidden, router_args, moue)
+        self._setup(config, arrays, dtype)

@@ -14,13 +14,15 @@ from backends.spec import forward as F
 from backends.spec.config import ModelConfig
 from backends.spec.init import check_params, param_shapes
 
-from .layers import OPS, DynaMoELayer, FeedForwardLayer, ParamGroup, dtype_name, param_tree, to_mlx
+from .layers import OPS, ParamGroup, dtype_name, stack_modules, to_mlx
 
 SAFETENSORS = ".safetensors"
 
 
 class _Network(nn.Module):
-    """Input projection or embedding, residual layers, LayerNorm and head; parameter paths are the spec's names."""
+    """Input projection or embedding, the kind's stack (``layers.<i>``: ``DynaMoE`` or ``FeedForward``
+    modules, MoUE's ``pool`` and local experts; ``norm``: the final LayerNorm; ``layers.stack_modules``,
+    the modules ``DynaMoEStack`` and ``MoUEStack`` hold) and the head; parameter paths are the spec's names."""
 
     def __init__(self, cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32"):
         super().__init__()
@@ -30,10 +32,9 @@ class _Network(nn.Module):
             self.embed = ParamGroup(group["embed"], dtype)
         else:
             self.input = ParamGroup(group["input"], dtype)
-        if cfg.kind == "moue":
-            self.pool = param_tree(common.under(params, "pool."), dtype)
-        self.layers = [self._layer(common.under(params, f"layers.{i}."), dtype) for i in range(cfg.num_layers)]
-        self.norm = ParamGroup(group["norm"], dtype)
+        stack = {name: params[name] for name in common.stack_shapes(cfg)}
+        for name, module in stack_modules(cfg, stack, dtype).items():
+            setattr(self, name, module)
         self.head = ParamGroup(group["head"], dtype)
 
     @property
@@ -48,30 +49,26 @@ class _Network(nn.Module):
         """``(logits, routings)`` via ``spec.forward.model_forward``."""
         return F.model_forward(OPS, self.named_parameters(), x, self.cfg, noises)
 
+    def hidden(self, x, noises=None):
+        """``(LayerNorm(h_L) (N, d), routings)``: the normalised states the head reads (``lm``: N = B*T)."""
+        params = self.named_parameters()
+        return common.stack_forward(OPS, params, F.embed(OPS, params, x, self.cfg), self.cfg, noises)
+
     def __call__(self, x, noises=None):
         return self.forward_with_routing(x, noises)[0]
 
 
 class DynaMoEModel(_Network):
-    """DynaMoE network: L residual ``DynaMoELayer``s with E_l experts from the schedule."""
-
-    def _layer(self, params, dtype):
-        return DynaMoELayer(self.cfg.router, params, dtype)
+    """DynaMoE network: L residual ``DynaMoE`` layers with E_l experts from the schedule."""
 
 
 class MoUEModel(_Network):
     """MoUE network (``spec.moue``): ``pool`` holds the universal experts, router and trajectory
     embedding; ``layers.<i>`` hold each layer's local experts (empty without them)."""
 
-    def _layer(self, params, dtype):
-        return param_tree(params, dtype)
-
 
 class MLPModel(_Network):
-    """The dense MLP baseline: one ``FeedForwardLayer`` per layer."""
-
-    def _layer(self, params, dtype):
-        return FeedForwardLayer(params, dtype)
+    """The dense MLP baseline: one ``FeedForward`` block per layer."""
 
 
 def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32") -> _Network:

@@ -1,6 +1,7 @@
-"""DynaMoE in PyTorch: thin modules over ``backends.spec`` (names: ``backends.api``)."""
+"""DynaMoE in PyTorch: thin modules over ``backends.spec`` (names: ``backends.api``). The layers a PyTorch
+model can hold: ``DynaMoE``, ``FeedForward``, ``DynaMoEStack``, ``MoUEStack`` (``layers``)."""
 
-from .layers import OPS, DynaMoELayer, FeedForwardLayer
+from .layers import OPS, DynaMoE, DynaMoEStack, FeedForward, MoUEStack
 from .model import (
     DynaMoEModel,
     MLPModel,
@@ -21,11 +22,13 @@ NAME = "torch"
 __all__ = [
     "NAME",
     "OPS",
-    "DynaMoELayer",
+    "DynaMoE",
     "DynaMoEModel",
-    "FeedForwardLayer",
+    "DynaMoEStack",
+    "FeedForward",
     "MLPModel",
     "MoUEModel",
+    "MoUEStack",
     "Trainer",
     "build_model",
     "evaluate_batch",

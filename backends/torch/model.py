@@ -1,4 +1,5 @@
-"""PyTorch networks of the spec (Section 3.4): DynaMoE, MoUE and the MLP baseline, built from spec arrays."""
+"""PyTorch networks of the spec (Section 3.4): DynaMoE, MoUE and the MLP baseline, built from spec arrays
+out of the modules of ``layers`` (``DynaMoE``, ``FeedForward``, the stacks' modules)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from backends.spec import forward as F
 from backends.spec.config import ModelConfig
 from backends.spec.init import check_params, param_shapes
 
-from .layers import OPS, DynaMoELayer, FeedForwardLayer, ParamGroup, param_tree, torch_dtype
+from .layers import OPS, ParamGroup, stack_modules, torch_dtype
 
 DEVICE_ENV = "DYNAMOE_TORCH_DEVICE"  # e.g. "cpu", "cuda:1"; unset: CUDA when there is one
 
@@ -28,7 +29,9 @@ def default_device() -> torch.device:
 
 
 class _Network(nn.Module):
-    """Input projection or embedding, residual layers, LayerNorm and head; names follow the spec."""
+    """Input projection or embedding, the kind's stack (``layers.<i>``: ``DynaMoE`` or ``FeedForward``
+    modules, MoUE's ``pool`` and local experts; ``norm``: the final LayerNorm; ``layers.stack_modules``,
+    the modules ``DynaMoEStack`` and ``MoUEStack`` hold) and the head; names follow the spec."""
 
     def __init__(self, cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32", device=None):
         super().__init__()
@@ -38,11 +41,9 @@ class _Network(nn.Module):
             self.embed = ParamGroup(group["embed"], dtype, device)
         else:
             self.input = ParamGroup(group["input"], dtype, device)
-        if cfg.kind == "moue":
-            self.pool = param_tree(common.under(params, "pool."), dtype, device)
-        blocks = (self._layer(common.under(params, f"layers.{i}."), dtype, device) for i in range(cfg.num_layers))
-        self.layers = nn.ModuleList(blocks)
-        self.norm = ParamGroup(group["norm"], dtype, device)
+        stack = {name: params[name] for name in common.stack_shapes(cfg)}
+        for name, module in stack_modules(cfg, stack, dtype, device).items():
+            setattr(self, name, module)
         self.head = ParamGroup(group["head"], dtype, device)
 
     @property
@@ -57,30 +58,26 @@ class _Network(nn.Module):
         """``(logits, routings)`` via ``spec.forward.model_forward``."""
         return F.model_forward(OPS, dict(self.named_parameters()), x, self.cfg, noises)
 
+    def hidden(self, x, noises=None):
+        """``(LayerNorm(h_L) (N, d), routings)``: the normalised states the head reads (``lm``: N = B*T)."""
+        params = dict(self.named_parameters())
+        return common.stack_forward(OPS, params, F.embed(OPS, params, x, self.cfg), self.cfg, noises)
+
     def forward(self, x, noises=None):
         return self.forward_with_routing(x, noises)[0]
 
 
 class DynaMoEModel(_Network):
-    """DynaMoE network: L residual ``DynaMoELayer``s with E_l experts from the schedule."""
-
-    def _layer(self, params, dtype, device):
-        return DynaMoELayer(self.cfg.router, params, dtype, device)
+    """DynaMoE network: L residual ``DynaMoE`` layers with E_l experts from the schedule."""
 
 
 class MoUEModel(_Network):
     """MoUE network (``spec.moue``): ``pool`` holds the universal experts, router and trajectory
     embedding; ``layers.<i>`` hold each layer's local experts (empty without them)."""
 
-    def _layer(self, params, dtype, device):
-        return param_tree(params, dtype, device)
-
 
 class MLPModel(_Network):
-    """The dense MLP baseline: one ``FeedForwardLayer`` per layer."""
-
-    def _layer(self, params, dtype, device):
-        return FeedForwardLayer(params, dtype, device)
+    """The dense MLP baseline: one ``FeedForward`` block per layer."""
 
 
 def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32", device=None) -> _Network:
