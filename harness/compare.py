@@ -1,7 +1,9 @@
 """``python -m harness compare STORE_A STORE_B``: the same runs on two backends or two machines.
 
 Runs are paired by their config without the backend (dataset, cut, seed, dtype, model, training), so
-a torch store pairs with an MLX store, and one machine's store with another's. Per pair it reports the
+a torch store pairs with an MLX store, and one machine's store with another's. The kind of hardware
+(``run --hardware``) is left out of the pairing too: ``--kind-a cpu --kind-b cuda`` pairs a sweep's CPU
+runs with its CUDA runs. Per pair it reports the
 difference of each metric and a verdict against ``TOLERANCES``.
 
 Tolerances from the data (float32). Runs of the same config on two backends agree to ~1e-6 for the first
@@ -57,8 +59,11 @@ def trajectory_divergence(backend_a: str, backend_b: str, parity_dir: Path = PAR
     return max(found) if found else None
 
 
+PAIRED_ACROSS = ("backend", "hardware")  # what may differ between the two runs of a pair
+
+
 def _config_key(record: dict) -> str:
-    config = {k: v for k, v in record["spec"].items() if k != "backend"}
+    config = {k: v for k, v in record["spec"].items() if k not in PAIRED_ACROSS}
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
@@ -78,17 +83,31 @@ def _difference(name: str, a, b) -> float:
     return abs(a - b)
 
 
-def compare(store_a: Store, store_b: Store, backend_a: str | None = None, backend_b: str | None = None) -> list[dict]:
-    """One dict per paired run: its description, per-metric values, differences and verdicts."""
+def hardware_kind(record: dict) -> str | None:
+    """The kind of hardware a run was placed on (``run --hardware``), or ``None``."""
+    return record["spec"].get("hardware") or record.get("environment", {}).get("hardware")
 
-    def index(store: Store, backend: str | None) -> dict[str, list[dict]]:
+
+def compare(
+    store_a: Store,
+    store_b: Store,
+    backend_a: str | None = None,
+    backend_b: str | None = None,
+    kind_a: str | None = None,
+    kind_b: str | None = None,
+) -> list[dict]:
+    """One dict per paired run: its description, per-metric values, differences and verdicts. ``kind_a``
+    and ``kind_b`` keep only the runs placed on that kind of hardware (``run --hardware``), so one store
+    holding a sweep on two kinds compares with itself, kind against kind."""
+
+    def index(store: Store, backend: str | None, kind: str | None) -> dict[str, list[dict]]:
         out: dict[str, list[dict]] = {}
         for r in store.records():
-            if backend is None or r["spec"]["backend"] == backend:
+            if (backend is None or r["spec"]["backend"] == backend) and (kind is None or hardware_kind(r) == kind):
                 out.setdefault(_config_key(r), []).append(r)
         return out
 
-    a_runs, b_runs = index(store_a, backend_a), index(store_b, backend_b)
+    a_runs, b_runs = index(store_a, backend_a, kind_a), index(store_b, backend_b, kind_b)
     pairs = []
     for key in sorted(set(a_runs) & set(b_runs)):
         for ra in a_runs[key]:
@@ -125,7 +144,7 @@ def compare(store_a: Store, store_b: Store, backend_a: str | None = None, backen
 
 def _row_key(record: dict) -> str:
     """The config without backend and seed: the runs of one row, over seeds."""
-    config = {k: v for k, v in record["spec"].items() if k not in ("backend", "seed")}
+    config = {k: v for k, v in record["spec"].items() if k not in (*PAIRED_ACROSS, "seed")}
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+NODE_VARIABLE = "DYNAMOE_NODE"  # set by the Ray executor for its workers: the Ray node (id and address)
+HARDWARE_VARIABLE = "DYNAMOE_HARDWARE"  # set by the Ray executor: the kind of hardware the run was placed on
 
 
 def cpu_model() -> str:
@@ -79,8 +81,15 @@ def fingerprint(runtime: dict | None = None) -> dict:
         "git_commit": git_commit(),
         "blas": blas_in_use(),
     }
+    info["node"] = platform.node()
+    if os.environ.get(NODE_VARIABLE):  # a Ray executor's worker: which node of the cluster
+        info["ray_node"] = os.environ[NODE_VARIABLE]
     if runtime:
         info["backend"] = runtime
+        if runtime.get("device"):
+            info["device"] = runtime["device"]
+    if os.environ.get(HARDWARE_VARIABLE):  # the kind of hardware `run --hardware` placed the run on
+        info["hardware"] = os.environ[HARDWARE_VARIABLE]
     files = loaded()
     if files:  # the dataset files this process checked and used, with their digests
         info["data_files"] = files

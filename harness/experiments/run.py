@@ -3,7 +3,9 @@
 A :class:`RunConfig` names everything that decides a run's numbers: backend, dataset, training-set cut,
 seed, dtype and the full model and training configs. Its ``key`` is the SHA-256 of that, as canonical
 JSON; the results store files a run under its key, so the same run requested by two experiments is
-trained once, and a change of any config field (a new default included) gives a new key. A stored
+trained once, and a change of any config field (a new default included) gives a new key. ``hardware``
+(the kind of machine a run was placed on, ``run --executor ray --hardware``) enters the key only when
+set, so the same config on two kinds gives two records and the keys of other runs stay as they were. A stored
 record keeps ``as_dict()`` under its ``"spec"`` field (the name older records carry).
 """
 
@@ -29,6 +31,7 @@ class RunConfig:
     num_samples: int | None = None
     dtype: str = "float32"
     init_from: RunConfig | None = None  # start from this run's trained parameters (MoE -> MoUE: converted)
+    hardware: str | None = None  # the kind of machine it must run on (``run --hardware``: cpu, cuda, metal, ...)
 
     def as_dict(self) -> dict:
         out = {
@@ -42,6 +45,8 @@ class RunConfig:
         }
         if self.init_from is not None:  # absent otherwise, so the keys of runs from scratch stay as they were
             out["init_from"] = self.init_from.as_dict()
+        if self.hardware is not None:  # likewise: a run placed on a kind of hardware is its own run
+            out["hardware"] = self.hardware
         return out
 
     @property
@@ -60,6 +65,7 @@ class RunConfig:
             num_samples=d.get("num_samples"),
             dtype=d.get("dtype", "float32"),
             init_from=cls.from_dict(d["init_from"]) if d.get("init_from") else None,
+            hardware=d.get("hardware"),
         )
 
     def describe(self) -> str:
@@ -69,4 +75,5 @@ class RunConfig:
             what += f" [{m.router.kind}]"
         cut = f" n={self.num_samples}" if self.num_samples else ""
         start = f" from {self.init_from.model.kind} run {self.init_from.key}" if self.init_from else ""
-        return f"{self.backend} {self.dataset}{cut} {m.size} {what}{start} seed {self.seed} ({self.train.epochs} ep)"
+        on = f" on {self.hardware}" if self.hardware else ""
+        return f"{self.backend} {self.dataset}{cut} {m.size} {what}{start} seed {self.seed} ({self.train.epochs} ep){on}"
