@@ -3,7 +3,7 @@
 Sessions run in the current environment (``python=False``): the project's venv from ``.ci/setup``
 already holds the frameworks, and re-installing PyTorch per session would cost minutes for nothing.
 
-    nox -s tests-spec tests-torch tests-keras-jax tests-keras-torch tests-mlx parity lint
+    nox -s tests-spec tests-torch tests-keras-jax tests-keras-torch tests-mlx tests-ray parity lint
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import sys
 
 import nox
 
-nox.options.sessions = ["tests-spec", "tests-torch", "tests-keras-jax", "tests-keras-torch", "tests-mlx", "parity", "lint"]
+nox.options.sessions = ["tests-spec", "tests-torch", "tests-keras-jax", "tests-keras-torch", "tests-mlx", "tests-ray", "parity", "lint"]
 
-FRAMEWORK_MARKS = "torch or keras_jax or keras_torch or mlx or parity"
+FRAMEWORK_MARKS = "torch or keras_jax or keras_torch or mlx or parity or ray"
 BACKEND_TESTS = {
     "spec": ({}, f"not ({FRAMEWORK_MARKS})"),
     "torch": ({}, "torch and not parity"),
@@ -38,6 +38,12 @@ def _backend_session(backend: str):
 
 for _backend in BACKEND_TESTS:
     _backend_session(_backend)
+
+
+@nox.session(name="tests-ray", python=False)
+def tests_ray(session: nox.Session) -> None:
+    """The Ray executor's tests on local Ray runtimes (127.0.0.1 only); skipped, with the reason, without Ray."""
+    session.run(sys.executable, "-m", "pytest", "-m", "ray", *session.posargs)
 
 
 @nox.session(python=False)

@@ -41,7 +41,7 @@ from harness.data import cli as data_cli
 from harness.environment import REPO, fingerprint, machine_slug
 from harness.experiments import REGISTRY, get, run_source
 from harness.files import write_json_atomic, write_text_atomic
-from harness.runner import plan, run_specs
+from harness.runner import on_hardware, plan, run_specs
 from harness.store import Store, StoreError
 from harness.store_check import add_command as add_store_command
 from harness.training import train
@@ -347,20 +347,63 @@ def cmd_run(args) -> int:
             raise backends.BackendUnavailable(reason)
     writable_dir(_results(args), "--results-dir")
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
-    runs = plan(source, names, seeds, args.epochs, args.dataset, args.quick, args.num_samples)
-    if not args.dataset:
+    _check_executor_args(args)
+    runs = on_hardware(plan(source, names, seeds, args.epochs, args.dataset, args.quick, args.num_samples), args.hardware)
+    if not args.dataset and not (args.executor == "ray" and args.ray_address):  # a cluster's nodes hold their own data
         _require_data(source, runs, args.data_dir)
+    with _executor(args) as executor:
+        return _sweep(args, source, names, seeds, runs, executor)
+
+
+def _check_executor_args(args) -> None:
+    """The Ray flags need ``--executor ray``; the values are checked before anything connects."""
+    ray_flags = {"--ray-address": args.ray_address, "--hardware": args.hardware, "--cpus-per-run": args.cpus_per_run}
+    ray_flags.update({"--gpus-per-run": args.gpus_per_run, "--retries": args.retries})
+    given = [flag for flag, value in ray_flags.items() if value is not None]
+    if args.executor != "ray" and given:
+        raise ValueError(f"{given[0]} needs --executor ray (the local executor runs every run on this machine)")
+    if args.executor == "ray":
+        from harness.ray_executor import check_kinds
+
+        check_kinds(args.hardware)
+
+
+def _executor(args):
+    """The executor of ``run``: ``None`` (the local one, ``--jobs`` processes here) or a connected Ray one."""
+    if args.executor != "ray":
+        import contextlib
+
+        return contextlib.nullcontext(None)
+    from harness.ray_executor import open_executor
+
+    return open_executor(
+        args.ray_address,
+        cpus_per_run=args.cpus_per_run or 1.0,
+        gpus_per_run=args.gpus_per_run,
+        retries=2 if args.retries is None else args.retries,
+    )
+
+
+def _sweep(args, source, names, seeds, runs, executor) -> int:
     store = Store(_results(args))
     done = sum(store.has(s.key) for s in runs)
     for damage in filter(None, (store.damaged(s.key) for s in runs)):
         print(f"note: {damage}: recomputed (the file goes to {store.root / 'quarantine'} when its run is written)", file=sys.stderr)
     print(
         f"{source.name} ({source.paper_ref}): {len(runs)} runs on {', '.join(names)}, seeds {' '.join(map(str, seeds))}; "
-        f"{done} already in {store.root}, {len(runs) - done if not args.rerun else len(runs)} to run, {args.jobs} at a time",
+        f"{done} already in {store.root}, {len(runs) - done if not args.rerun else len(runs)} to run, "
+        + (f"{args.jobs} at a time" if executor is None else f"on Ray as its nodes take them ({executor.cpus:g} CPUs a run)"),
         flush=True,
     )
     outcomes = run_specs(
-        runs, store, jobs=args.jobs, compile=args.compile, rerun=args.rerun, data_dir=args.data_dir, wait_claimed=args.wait
+        runs,
+        store,
+        jobs=args.jobs,
+        compile=args.compile,
+        rerun=args.rerun,
+        data_dir=args.data_dir,
+        wait_claimed=args.wait,
+        executor=executor,
     )
     failed = [o for o in outcomes if o.status == "failed"]
     claimed = [o for o in outcomes if o.status == "claimed"]
@@ -490,17 +533,19 @@ def cmd_compare(args) -> int:
     for s in (a, b):
         if not s.runs.is_dir():
             raise ValueError(f"{s.root} holds no results store (no runs/ folder): give a --results-dir of `harness run`")
-    pairs = compare.compare(a, b, args.backend_a, args.backend_b)
+    pairs = compare.compare(a, b, args.backend_a, args.backend_b, args.kind_a, args.kind_b)
     command = " ".join(
         ["python -m harness compare", shlex.quote(args.store_a), shlex.quote(args.store_b)]
         + [f"--backend-a {shlex.quote(args.backend_a)}"] * bool(args.backend_a)
         + [f"--backend-b {shlex.quote(args.backend_b)}"] * bool(args.backend_b)
+        + [f"--kind-a {shlex.quote(args.kind_a)}"] * bool(args.kind_a)
+        + [f"--kind-b {shlex.quote(args.kind_b)}"] * bool(args.kind_b)
         + [f"--out {shlex.quote(args.out)}"] * bool(args.out)
     )
     text = compare.to_markdown(
         pairs,
-        f"{a.root}" + (f" [{args.backend_a}]" if args.backend_a else ""),
-        f"{b.root}" + (f" [{args.backend_b}]" if args.backend_b else ""),
+        f"{a.root}" + "".join(f" [{x}]" for x in (args.backend_a, args.kind_a) if x),
+        f"{b.root}" + "".join(f" [{x}]" for x in (args.backend_b, args.kind_b) if x),
         command,
     )
     print(text)
@@ -535,8 +580,45 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="framework compiler (default: keras-jax, mlx)")
     p.add_argument("--rerun", action="store_true", help="recompute finished runs (their old records are kept under runs/superseded/)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="the datasets' folder (with --executor ray: on every node, the same path)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help="where the workers run: here (default) or on Ray")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="join this Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: start a runtime on this machine, 127.0.0.1 only)",
+    )
+    p.add_argument("--cpus-per-run", type=positive_float, default=None, help="Ray: CPUs a run takes, and its threads (default 1)")
+    p.add_argument("--gpus-per-run", type=non_negative_float, default=None, help="Ray: GPUs a run takes (default 1 on cuda, else 0)")
+    p.add_argument(
+        "--hardware",
+        nargs="+",
+        default=None,
+        metavar="KIND",
+        help="Ray: run each run once per kind (e.g. cpu cuda metal), on nodes declaring the resource hardware:KIND",
+    )
+    p.add_argument("--retries", type=seed_int, default=None, help="Ray: restarts of a run whose worker or node died (default 2)")
     _results_argument(p)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: give more than 0") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not allowed: give more than 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: give 0 or more") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not allowed: give 0 or more")
+    return value
 
 
 def _report_arguments(p: argparse.ArgumentParser) -> None:
@@ -554,6 +636,8 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("store_b")
     p.add_argument("--backend-a", default=None, help="only this backend's runs of STORE_A")
     p.add_argument("--backend-b", default=None, help="only this backend's runs of STORE_B")
+    p.add_argument("--kind-a", default=None, help="only STORE_A's runs on this kind of hardware (run --hardware), e.g. cpu")
+    p.add_argument("--kind-b", default=None, help="only STORE_B's runs on this kind of hardware, e.g. cuda")
     p.add_argument("--out", default=None, help="also write the Markdown here")
 
 
