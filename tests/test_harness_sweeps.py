@@ -301,8 +301,10 @@ def test_a_run_killed_after_an_epoch_continues_from_its_checkpoint_to_the_same_r
     again = run(spec, store, supersede=True, echo=lines.append)
     assert lines[0].startswith("epoch 1/2") and untimed(again) == untimed(whole)
     # a damaged checkpoint is moved to quarantine/ (named on stderr) and the run starts afresh
-    store.checkpoint_path(spec.key).write_bytes(b"not a zip")
+    damaged = Store(tmp_path / "damaged")
+    damaged.checkpoint_path(spec.key).parent.mkdir(parents=True)
+    damaged.checkpoint_path(spec.key).write_bytes(b"not a zip")
     lines.clear()
-    fresh = run(spec, store, supersede=True, echo=lines.append)
+    fresh = run(spec, damaged, echo=lines.append)
     assert lines[0].startswith("epoch 1/2") and untimed(fresh) == untimed(whole)
-    assert (store.root / "quarantine" / "checkpoints" / f"{spec.key}.npz").read_bytes() == b"not a zip"
+    assert (damaged.root / "quarantine" / "checkpoints" / f"{spec.key}.npz").read_bytes() == b"not a zip"
