@@ -126,6 +126,29 @@ def _reference(case: str):
     return cfg, out
 
 
+def head_reference(case: dict | None = None) -> tuple[float, dict[str, np.ndarray]]:
+    """The head case's loss and gradients in float64 from the full logits: ``cross_entropy`` of
+    ``z = h W + b`` and ``dz = (softmax(z) - onehot) / N``, ``dh = dz W^T``, ``dW = h^T dz``, ``db = sum dz``."""
+    from backends.spec.forward import cross_entropy
+    from backends.spec.ops import NumpyOps
+    from harness.parity_cases import HEAD_CASE
+    from harness.parity_worker import head_inputs
+
+    h, w, b, y = head_inputs(case or HEAD_CASE)
+    z = h @ w + b
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    dz = p / p.sum(axis=1, keepdims=True)
+    dz[np.arange(len(y)), y] -= 1.0
+    dz /= len(y)
+    return float(cross_entropy(NumpyOps(), z, y)), {"h": dz @ w.T, "head.weight": h.T @ dz, "head.bias": dz.sum(axis=0)}
+
+
+def head_errors(loss: float, grads: dict, ref: tuple[float, dict]) -> dict[str, float]:
+    """``{"loss_rel": |loss - ref| / |ref|, "grad_rel": the largest norm-relative gradient error}``."""
+    ref_loss, ref_grads = ref
+    return {"loss_rel": abs(loss - ref_loss) / abs(ref_loss), "grad_rel": max(norm_rel_error(grads[k], ref_grads[k]) for k in ref_grads)}
+
+
 def compare(results: dict[str, dict]) -> dict:
     """Every backend against the float64 reference, and every pair of backends against each other."""
     from harness.parity_cases import CONFIGS
@@ -151,6 +174,14 @@ def compare(results: dict[str, dict]) -> dict:
                         )
                         entry[f"mask_differing_{dtype}"] = entry.get(f"mask_differing_{dtype}", 0) + differing
                         entry["mask_unexplained"] = entry.get("mask_unexplained", 0) + unexplained
+    head_ref = head_reference()
+    for name in names:
+        r = results[name]
+        for dtype in DTYPES:
+            grads = {k.rsplit("/", 1)[1]: r[k] for k in r if k.startswith(f"lm-head/{dtype}/headgrad/")}
+            errors = head_errors(float(r[f"lm-head/{dtype}/loss"]), grads, head_ref)
+            per_backend[name][f"head_loss_{dtype}_rel"] = errors["loss_rel"]
+            per_backend[name][f"head_gradient_{dtype}_rel"] = errors["grad_rel"]
     pairs: dict[str, dict] = {}
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
@@ -183,6 +214,15 @@ def verdicts(matrix: dict) -> list[str]:
         for key in ("forward_float32_rel", "forward_float64_abs", "mask_unexplained"):
             if entry[key] > TOLERANCES[key]:
                 failures.append(f"{name}: {key} = {entry[key]:.3g} > {TOLERANCES[key]:g}")
+        # the chunked head against the full-logits float64 formula: the forward's and the gradients' bounds
+        for key, bound in (
+            ("head_loss_float32_rel", "forward_float32_rel"),
+            ("head_loss_float64_rel", "gradient_float64_rel"),
+            ("head_gradient_float32_rel", "gradient_float32_rel"),
+            ("head_gradient_float64_rel", "gradient_float64_rel"),
+        ):
+            if key in entry and entry[key] > TOLERANCES[bound]:
+                failures.append(f"{name}: {key} = {entry[key]:.3g} > {TOLERANCES[bound]:g}")
     for pair, entry in matrix["pairs"].items():
         for key in ("gradient_float32_rel", "gradient_float64_rel", "trajectory_float64_rel", "trajectory_float32_rel"):
             if entry[key] > TOLERANCES[key]:
@@ -198,6 +238,14 @@ def format_matrix(matrix: dict) -> str:
     for name, e in matrix["backends"].items():
         masks = f"{e['mask_differing_float32']}/{e['mask_differing_float64']}"
         lines.append(f"{name:12} {e['forward_float32_rel']:12.2e} {e['forward_float64_abs']:12.2e} {masks:>21} {e['mask_unexplained']:12d}")
+    if all("head_gradient_float32_rel" in e for e in matrix["backends"].values()):
+        lines += ["", "the LM head chunk by chunk vs the full-logits float64 formula (loss, gradients of h, W, b)"]
+        lines.append(f"{'backend':12} {'loss f32':>10} {'loss f64':>10} {'grad f32':>10} {'grad f64':>10}")
+        for name, e in matrix["backends"].items():
+            lines.append(
+                f"{name:12} {e['head_loss_float32_rel']:10.1e} {e['head_loss_float64_rel']:10.1e} "
+                f"{e['head_gradient_float32_rel']:10.1e} {e['head_gradient_float64_rel']:10.1e}"
+            )
     lines += [
         "",
         "between backends (trajectories: max relative difference, first step over 1e-6 and 1e-3;",

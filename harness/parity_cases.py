@@ -47,3 +47,6 @@ TRANSFORMER_CASES = {
     "transformer-moue": ModelConfig(**_LM, kind="moue", moue=MOUE, router=RouterConfig(balance_weight=0.01)),
     "transformer-ascending-top2": ModelConfig(**_LM, num_heads=2, schedule=ScheduleConfig("ascending"), router=RouterConfig(kind="topk")),
 }
+# The language-model head alone (``spec.forward.linear_cross_entropy``): its loss and the gradients of the
+# states, head weight and bias against the float64 full-logits formula, in chunks (a ragged last one).
+HEAD_CASE = {"tokens": 301, "hidden": 16, "vocab": 997, "chunk_elements": 997 * 64}

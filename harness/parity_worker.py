@@ -2,7 +2,8 @@
 
 ``python -m harness.parity_worker BACKEND STEPS OUT.npz [DEVICE]`` evaluates, on the spec's weights and
 inputs, the forward (float32 and float64, evaluation and training mode), the selected masks, the
-gradients of every parameter (of the training loss, balancing term included), and ``STEPS``-step training
+gradients of every parameter (of the training loss, balancing term included), the language-model
+head's chunked loss and its gradients w.r.t. states, weight and bias (``HEAD_CASE``), and ``STEPS``-step training
 trajectories (``TRAJECTORIES``) in float32 and in float64, and saves them, with the backend's runtime and
 the BLAS that served it. The cases (``CONFIGS``, ``TRAJECTORIES``) are ``harness.parity_cases``'.
 """
@@ -16,8 +17,9 @@ import numpy as np
 
 import backends
 from backends.spec import ModelConfig, TrainConfig, init_params, rng
+from backends.spec import forward as F
 from backends.spec.optim import learning_rate
-from harness.parity_cases import CONFIGS, TRAJECTORIES
+from harness.parity_cases import CONFIGS, HEAD_CASE, TRAJECTORIES
 from harness.training import step_noises
 
 TRAJECTORY_BATCH = 64
@@ -33,6 +35,22 @@ def case_inputs(cfg: ModelConfig):
     else:
         x, y = gen.random((256, cfg.input_dim)), gen.integers(0, cfg.num_classes, 256)
     return x, y, step_noises(cfg, 11, 0, x.size if cfg.task == "lm" else len(x))
+
+
+def head_inputs(case: dict = HEAD_CASE):
+    """States (N, d), head weight and bias, and labels of the head case (the spec's sample stream)."""
+    gen = rng.sample_generator(13)
+    n, d, v = case["tokens"], case["hidden"], case["vocab"]
+    return gen.standard_normal((n, d)), gen.standard_normal((d, v)) * 0.3, gen.standard_normal(v) * 0.1, gen.integers(0, v, n)
+
+
+def head_case(backend, dtype: str, case: dict = HEAD_CASE) -> tuple[float, dict[str, np.ndarray]]:
+    """The backend's chunked head loss and gradients on ``head_inputs`` in chunks of ``case["chunk_elements"]``."""
+    saved, F.HEAD_CHUNK_ELEMENTS = F.HEAD_CHUNK_ELEMENTS, case["chunk_elements"]
+    try:
+        return backend.train.head_gradients(*head_inputs(case), dtype)
+    finally:
+        F.HEAD_CHUNK_ELEMENTS = saved
 
 
 def trajectory_data(steps: int):
@@ -60,6 +78,11 @@ def run(name: str, steps: int, device: str | None = None) -> dict[str, np.ndarra
             out[f"{case}/{dtype}/loss"] = np.array(loss)
             for pname, grad in grads.items():
                 out[f"{case}/{dtype}/grad/{pname}"] = grad
+    for dtype in DTYPES:
+        loss, grads = head_case(backend, dtype)
+        out[f"lm-head/{dtype}/loss"] = np.array(loss)
+        for key, grad in grads.items():
+            out[f"lm-head/{dtype}/headgrad/{key}"] = grad
     data, batches = trajectory_data(steps)
     train_cfg = TrainConfig(batch_size=TRAJECTORY_BATCH)
     for key, cfg in TRAJECTORIES.items():

@@ -228,3 +228,17 @@ def check_transformer_parity(backend, module, case: str, batch: int = 4, steps: 
     assert errors["trajectory_f64"] <= 1e-8, (case, errors)
     return errors
 
+
+def check_lm_head_parity(backend) -> dict:
+    """The chunked language-model head (``spec.forward.linear_cross_entropy``, in chunks with a ragged
+    last one: ``harness.parity_cases.HEAD_CASE``): loss and gradients w.r.t. the states, head weight and
+    bias against the float64 full-logits formula, within the parity matrix's bounds (float64: loss and
+    gradients 1e-10; float32: loss 1e-5, gradients 1e-4, relative)."""
+    from harness.parity import head_errors, head_reference
+    from harness.parity_worker import head_case
+
+    ref = head_reference()
+    errors = {dtype: head_errors(*head_case(backend, dtype), ref) for dtype in ("float64", "float32")}
+    assert errors["float64"]["loss_rel"] <= 1e-10 and errors["float64"]["grad_rel"] <= 1e-10, errors
+    assert errors["float32"]["loss_rel"] <= 1e-5 and errors["float32"]["grad_rel"] <= 1e-4, errors
+    return errors

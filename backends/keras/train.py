@@ -23,7 +23,7 @@ from backends.spec.init import param_shapes
 from backends.spec.losses import evaluation_sums, model_loss
 from backends.spec.optim import adamw_step, bias_corrections, check_optimizer_state
 
-from .layers import OPS
+from .layers import OPS, float_dtype
 from .model import _Network, labels_tensor, noise_tensors, to_tensor
 
 
@@ -242,6 +242,23 @@ def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray
         loss_sum, correct, masks = _evaluation_sums_compiled(model.cfg, model.params(), to_tensor(model, x), labels_tensor(model, y))
         counts = [ops.sum(ops.cast(m, "int32"), axis=0) for m in masks]
         return to_float(loss_sum), to_float(correct), [ops.convert_to_numpy(c) for c in counts]
+
+
+HEAD_GRADIENT_NAMES = ("h", "head.weight", "head.bias")
+
+
+def head_gradients(h, weight, bias, labels, dtype: str = "float32") -> tuple[float, dict[str, np.ndarray]]:
+    """The chunked head's mean cross-entropy (``spec.forward.linear_cross_entropy``) on NumPy states ``h``
+    (N, d) and its gradients w.r.t. ``h``, ``head.weight`` and ``head.bias`` through this framework's
+    autodiff (the parity matrix's head case; compiled on JAX)."""
+
+    def loss(params, y):
+        return F.linear_cross_entropy(OPS, *params, y)
+
+    dtype = float_dtype(dtype)  # float64 on JAX: jax_enable_x64
+    arrays = [ops.convert_to_tensor(np.asarray(a, dtype=dtype), dtype=dtype) for a in (h, weight, bias)]
+    value, grads = compile_fn(value_and_grad(loss))(arrays, ops.convert_to_tensor(np.asarray(labels, dtype=np.int32)))
+    return to_float(value), {k: np.array(ops.convert_to_numpy(g)) for k, g in zip(HEAD_GRADIENT_NAMES, grads)}
 
 
 def runtime_info() -> dict:

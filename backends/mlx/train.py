@@ -12,6 +12,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
 
+from backends.spec import forward as F
 from backends.spec.config import TrainConfig
 from backends.spec.init import param_shapes
 from backends.spec.losses import evaluation_sums, model_loss
@@ -155,6 +156,21 @@ def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray
     counts = [mx.sum(r.mask, axis=0) for r in routings]
     mx.eval(loss_sum, correct, counts)
     return float(loss_sum.item()), float(correct.item()), [np.array(c) for c in counts]
+
+
+HEAD_GRADIENT_NAMES = ("h", "head.weight", "head.bias")
+
+
+def head_gradients(h, weight, bias, labels, dtype: str = "float32") -> tuple[float, dict[str, np.ndarray]]:
+    """The chunked head's mean cross-entropy (``spec.forward.linear_cross_entropy``) on NumPy states ``h``
+    (N, d) and its gradients w.r.t. ``h``, ``head.weight`` and ``head.bias`` through this framework's
+    autodiff (the parity matrix's head case)."""
+    dt = {"float32": mx.float32, "float64": mx.float64}[dtype]
+    y = mx.array(np.asarray(labels, dtype=np.int32))
+    fn = mx.value_and_grad(lambda h, w, b: F.linear_cross_entropy(OPS, h, w, b, y), argnums=(0, 1, 2))
+    loss, grads = fn(*(mx.array(np.asarray(a), dtype=dt) for a in (h, weight, bias)))
+    mx.eval(loss, grads)
+    return float(loss.item()), {k: np.array(g) for k, g in zip(HEAD_GRADIENT_NAMES, grads)}
 
 
 def runtime_info() -> dict:

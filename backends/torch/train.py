@@ -8,6 +8,7 @@ import platform
 import numpy as np
 import torch
 
+from backends.spec import forward as F
 from backends.spec.config import TrainConfig
 from backends.spec.init import param_shapes
 from backends.spec.losses import evaluation_sums, model_loss
@@ -101,6 +102,20 @@ def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray
         loss_sum, correct, routings = evaluation_sums(OPS, params, to_tensor(model, x), labels_tensor(model, y), model.cfg)
         counts = [r.mask.sum(dim=0) for r in routings]
         return float(loss_sum), float(correct), [c.cpu().numpy() for c in counts]
+
+
+HEAD_GRADIENT_NAMES = ("h", "head.weight", "head.bias")
+
+
+def head_gradients(h, weight, bias, labels, dtype: str = "float32") -> tuple[float, dict[str, np.ndarray]]:
+    """The chunked head's mean cross-entropy (``spec.forward.linear_cross_entropy``) on NumPy states ``h``
+    (N, d) and its gradients w.r.t. ``h``, ``head.weight`` and ``head.bias`` through this framework's
+    autodiff (the parity matrix's head case)."""
+    dt = {"float32": torch.float32, "float64": torch.float64}[dtype]
+    leaves = [torch.tensor(np.asarray(a), dtype=dt, requires_grad=True) for a in (h, weight, bias)]
+    loss = F.linear_cross_entropy(OPS, *leaves, torch.as_tensor(np.asarray(labels), dtype=torch.int64))
+    grads = torch.autograd.grad(loss, leaves)
+    return float(loss.detach()), {k: g.numpy().copy() for k, g in zip(HEAD_GRADIENT_NAMES, grads)}
 
 
 def runtime_info() -> dict:
