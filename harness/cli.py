@@ -74,6 +74,11 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
+    def _get_values(self, action, arg_strings):
+        if action.nargs is None and arg_strings == ["--"]:  # argparse drops the "--" and hands on an empty list
+            self.error(f"argument {'/'.join(action.option_strings)}: expected one value, not --")
+        return super()._get_values(action, arg_strings)
+
 
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of 1 or more (0 or less is not "the default": it is refused)."""

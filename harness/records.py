@@ -43,6 +43,14 @@ def _list_of(item):
     return [item]
 
 
+class _NonEmpty(list):
+    pass
+
+
+def _nonempty_list_of(item):
+    return _NonEmpty([item])
+
+
 _NUMBERS = "a number"
 _LAYER = _dict(experts=_int, avg_active=_number, usage=_list_of(_number))
 _EPOCH = _dict(epoch=_int, train_loss=_number, test_loss=_number, test_accuracy=_number, perplexity=_number, seconds=_number)
@@ -75,7 +83,7 @@ _SUMMARY = _dict(
     active_mflops=_number,
     layers=_list_of(_LAYER),
 )
-RECORD = _dict(key=_str, status=lambda v: v == "done", spec=_SPEC, epochs=_list_of(_EPOCH), summary=_SUMMARY, environment=_dict())
+RECORD = _dict(key=_str, status=lambda v: v == "done", spec=_SPEC, epochs=_nonempty_list_of(_EPOCH), summary=_SUMMARY, environment=_dict())
 FAILURE = _dict(key=_str, error=_str)
 
 _EXPECTED = {_number: _NUMBERS, _int: "a whole number", _str: "a string"}
@@ -104,6 +112,8 @@ def _check(value, schema, where: str) -> str | None:
     if isinstance(schema, list):
         if not isinstance(value, list):
             return f"field {where!r} is {type(value).__name__}, not a list"
+        if isinstance(schema, _NonEmpty) and not value:
+            return f"field {where!r} is an empty list"
         for i, item in enumerate(value):
             found = _check(item, schema[0], f"{where}[{i}]")
             if found:

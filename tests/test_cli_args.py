@@ -34,6 +34,7 @@ def _one_clear_line(err: str, *names: str) -> None:
         (["run", "table2", "--num-samples", "0"], ["--num-samples", "1 or more"]),
         (["run", "table2", "--num-samples", "-5"], ["--num-samples", "1 or more"]),
         (["run", "table2", "--jobs", "0"], ["--jobs", "1 or more"]),
+        (["run", "table2", "--epochs=--"], ["--epochs", "expected one value"]),  # argparse alone would pass on []
         (["run", "table2", "--seeds", "-1"], ["--seeds", "0 or more"]),
         (["run", "table2", "--only", "schedule=Sideways"], ["--only schedule=Sideways", "Descending", "Uniform"]),
         (["run", "table2", "--only", "colour=red"], ["--only colour=red", "schedule"]),

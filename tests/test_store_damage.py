@@ -62,6 +62,7 @@ def test_a_record_from_a_newer_harness_is_not_guessed_at(tmp_path):
     assert schema.problem({**record, "schema_version": schema.SCHEMA_VERSION + 1}).startswith("it was written by a newer harness")
     assert schema.problem({k: v for k, v in record.items() if k != "version"}) is None  # no field: version 1
     assert "field 'summary.accuracy'" in schema.problem({**record, "summary": {**record["summary"], "accuracy": "high"}})
+    assert schema.problem({**record, "epochs": []}) == "field 'epochs' is an empty list"  # a finished run has an epoch
 
 
 def test_writing_a_run_moves_its_damaged_record_aside_and_removes_its_failure(tmp_path):

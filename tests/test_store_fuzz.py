@@ -61,7 +61,7 @@ def damage(draw):
         data = draw(st.binary(max_size=200))
     elif how in ("drop", "retype"):
         record = json.loads(text)
-        path = draw(st.sampled_from(PATHS))
+        path = draw(st.sampled_from(PATHS if how == "retype" else [p for p in PATHS if isinstance(p[-1], str)]))
         parent = _at(record, path)
         if how == "drop":
             del parent[path[-1]]
