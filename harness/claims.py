@@ -257,7 +257,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "stable-hierarchy",
         "Descending > uniform > MLP at every size",
-        "DynaMoE Section 6 (Sections 6.3-6.4, Figures 4-5; Table 5 for language: PAPERS.md §1 item 8)",
+        "DynaMoE Section 6 (Sections 6.3-6.4, Figures 4-5; Table 5 for language: ../shared/spec/PAPERS.md §1 item 8)",
         (Test(DESCENDING, UNIFORM, "greater"), Test(UNIFORM, MLP, "greater"))
         + tuple(
             t

@@ -131,7 +131,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", type=float, default=defaults.noise_std, help="gate-noise sigma of Eq. 7")
     p.add_argument("--k-min", type=int, default=defaults.k_min, help="minimum active experts (Eq. 5)")
     p.add_argument("--k-max", type=int, default=None, help="maximum active experts (default: E_l)")
-    p.add_argument("--scope", default=defaults.scope, choices=["batch", "token"], help="percentile scope (spec.routing)")
+    p.add_argument("--scope", default=defaults.scope, choices=["batch", "token"], help="percentile scope (spec.dynamic)")
     p.add_argument("--router", default=defaults.kind, choices=ROUTER_KINDS, help="routing rule (spec.routers)")
     p.add_argument("--top-k", type=int, default=defaults.top_k, help="K of the top-k router")
     p.add_argument("--capacity-factor", type=float, default=defaults.capacity_factor, help="Switch / GShard / expert-choice capacity")

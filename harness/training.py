@@ -78,7 +78,7 @@ def step_noises(cfg: ModelConfig, seed: int, step: int, tokens: int) -> list[np.
 
     Every router kind gets it, on the gate probabilities of its selection (``spec.routers``: the noise
     decides the baselines' selection, not their weights); MoUE layers get one column per slot (window
-    experts, then local ones: ``spec.moue.layer_widths``).
+    experts, then local ones: ``spec.kinds.layer_widths``).
     """
     sigma = cfg.router.noise_std
     if cfg.kind == "mlp" or sigma == 0:
