@@ -14,7 +14,7 @@ from backends.spec import ModelConfig, ScheduleConfig, accounting, dispatch, ini
 from backends.spec.forward import layer_params, route
 from backends.spec.ops import NumpyOps
 from harness import bench
-from harness.bench import render
+from harness.bench import analysis, render
 from harness.cli import main
 
 
@@ -129,3 +129,61 @@ def test_bench_command_writes_json(tmp_path):
     for r in rows:
         assert r["ms"] > 0 and r["ms_min"] <= r["ms"] <= r["ms_max"] and len(r["samples_ms"]) == 2
         assert r["flops_per_step"] == bench.step_flops(ModelConfig.from_dict(r["cfg"]), r["mode"])
+
+
+def _record(rows_ms: dict[str, float], peak: float, lm_ms: dict[str, float] | None = None) -> dict:
+    moe = ModelConfig(size="small")
+    rows = [_row(label, "train", ms, moe) for label, ms in rows_ms.items()]
+    lm = [
+        dict(
+            _row("lm-descending", mode, ms, ModelConfig(size="tiny", task="lm", vocab_size=50_257)),
+            size="tiny",
+            key=f"tiny/lm-descending/{mode}",
+        )
+        for mode, ms in (lm_ms or {}).items()
+    ]
+    return {"machine_matmul_gflops": peak, "backends": {"torch": {"matmul_gflops": peak, "rows": rows, "lm_rows": lm}}}
+
+
+def test_against_flags_a_row_30_percent_slower_and_not_10():
+    old = _record({"descending": 20.0, "mlp": 10.0}, 100.0, {"train": 1000.0, "eval": 300.0})
+    new = _record({"descending": 26.0, "mlp": 11.0}, 100.0, {"train": 1300.0, "eval": 330.0})
+    flagged = bench.regressions(new, old)
+    assert [(r["key"], round(r["ratio"], 2)) for r in flagged] == [("small/descending/train", 1.3), ("tiny/lm-descending/train", 1.3)]
+    # a machine twice as fast (its matmul rate doubled) with every step halved is no regression
+    assert bench.regressions(_record({"descending": 10.0, "mlp": 5.0}, 200.0), old) == []
+    # on a machine twice as fast, a step only 1.3x faster is 1.54x slower relative to the machine
+    [row] = bench.regressions(_record({"descending": 20.0 / 1.3, "mlp": 5.0}, 200.0), old)
+    assert row["key"] == "small/descending/train" and row["ratio"] == pytest.approx(2 / 1.3)
+    assert "1.30 x" in render.regressions_text({"against": "old.json", "bound": 1.25, "rows": flagged})
+
+
+def test_lm_rows_limit_memory_and_evaluation_share():
+    cfg = ModelConfig(size="tiny", task="lm", vocab_size=50_257)
+    assert analysis.head_flops(cfg, "train") == pytest.approx(6 * 4096 * 64 * 50_257) == pytest.approx(79.06e9, rel=1e-3)
+    record = _record({"descending": 20.0, "mlp=descending": 10.0}, 142.0, {"train": 1100.0, "eval": 300.0})
+    results = record["backends"]
+    results["torch"]["rows"].append(_row("descending", "infer", 5.0, ModelConfig(size="small")))
+    for row in results["torch"]["lm_rows"]:
+        row["peak_rss_mb"] = 1500.0 if row["mode"] == "train" else 2500.0
+    results["mlx"] = {"lm_rows": [dict(results["torch"]["lm_rows"][0], ms=3000.0, peak_rss_mb=900.0)]}
+    results["mlx"]["matmul_gflops"] = 142.0
+    results["mlx"]["rows"] = []
+    bench.derive(results)
+    bench.derive_lm(results, 142.0)
+    train = results["torch"]["lm_rows"][0]
+    assert train["limit_ms"] == pytest.approx(79.06e9 / 142e9 * 1e3, rel=1e-3) and train["x_limit"] == pytest.approx(
+        1100 / train["limit_ms"]
+    )
+    t = bench.lm_targets(results)
+    assert t["lm_fastest_backend"] == "torch" and t["lm_head_limit"]["met"] == (train["x_limit"] <= 2.0)
+    assert t["lm_backend_spread"]["mlx"]["value"] == pytest.approx(3000 / 1100) and not t["lm_backend_spread"]["mlx"]["met"]
+    memory = t["lm_peak_rss_mb"]
+    assert memory["torch tiny/lm-descending/train"]["met"] and not memory["torch tiny/lm-descending/eval"]["met"]
+    # 32 held-out and 32 training batches an epoch: 300 / (1100 + 300)
+    assert t["eval_share"]["torch lm tiny"]["value"] == pytest.approx(300 / 1400)
+    # images: the inference step over 40 test batches against 235 training steps
+    assert t["eval_share"]["torch image small"]["value"] == pytest.approx(5 * 40 / (20 * 235 + 5 * 40))
+    assert "| torch | tiny | train | 1100 (1100-1100) |" in bench.lm_table(results, 142.0)
+    text = bench.targets_text(bench.targets(results), t)
+    assert "evaluation's share" in text and "- torch lm tiny: 21 %: missed" in text

@@ -14,7 +14,7 @@ import math
 
 from backends.spec import accounting
 from backends.spec.config import ModelConfig, ScheduleConfig
-from harness.bench.worker import BATCH
+from harness.bench.worker import BATCH, LM_BATCH
 
 STEPS_PER_EPOCH = math.ceil(60_000 / BATCH)  # 235
 EPOCHS = 20
@@ -32,6 +32,16 @@ PAPER_TABLE2_SECONDS = {
 # every backend within this factor of the fastest, at least this fraction of the machine's matmul rate,
 # and at most this factor of the equal-FLOPs dense MLP.
 TARGETS = {"projected_seconds": 45.0, "backend_spread": 2.0, "matmul_fraction": 0.5, "dense_ratio": 1.2}
+# Language modelling: the fastest backend's Tiny training step within this factor of the head's limit
+# (its forward and backward FLOPs at the run's matmul rate), every backend within ``backend_spread`` of
+# the fastest, and a worker's peak resident memory (Tiny) at most this many MB.
+LM_TARGETS = {"head_limit": 2.0, "backend_spread": 2.0, "peak_rss_mb": 2000.0}
+EVAL_TARGET = 0.2  # evaluation's share of a full run's time (eval batches x eval step over train + eval)
+# A run's batches per epoch, to weigh a training step against an evaluation step: MNIST's 60,000 training
+# and 10,000 test images at batch 256; the language-model runs' 1,000 training and 1,000 held-out
+# windows (Table 5 as run here: WikiText-2 without its training text) at batch 32.
+RUN_BATCHES = {"classify": (STEPS_PER_EPOCH, math.ceil(10_000 / BATCH)), "lm": (math.ceil(1000 / 32), math.ceil(1000 / 32))}
+REGRESSION = 1.25  # ``--against``: a row slower than the committed one by more than this, relative to its run's matmul rate
 COMPARED_SCHEDULES = ("descending", "uniform")  # also timed for inference, and beside their equal-FLOPs MLP
 
 
@@ -47,6 +57,24 @@ def variants(size: str, schedules: list[str]) -> list[dict]:
         mlp = accounting.matched_mlp(ModelConfig(size=size, schedule=ScheduleConfig(name)), by="flops")
         out.append({"label": f"mlp={name}", "size": size, "table2": None, "cfg": mlp, "equal_to": name})
     return out
+
+
+def lm_variants(sizes: list[str]) -> list[dict]:
+    """The language-model steps timed per size: the descending DynaMoE's training and evaluation steps on
+    a batch of ``LM_BATCH`` windows of the GPT-2 vocabulary (each in its own worker process)."""
+    out = []
+    for size in sizes:
+        cfg = ModelConfig(size=size, task="lm", vocab_size=50_257, schedule=ScheduleConfig("descending"))
+        for mode in ("train", "eval"):
+            out.append({"label": "lm-descending", "size": size, "mode": mode, "key": f"{size}/lm-descending/{mode}", "cfg": cfg})
+    return out
+
+
+def head_flops(cfg: ModelConfig, mode: str) -> float:
+    """The language-model head's FLOPs on one ``LM_BATCH``: ``2 N d V`` for its logits, x3 with the
+    gradients of the states and of the weight (training)."""
+    tokens = LM_BATCH[0] * LM_BATCH[1]
+    return 2.0 * tokens * cfg.hidden_dim * cfg.output_dim * (3.0 if mode == "train" else 1.0)
 
 
 def step_flops(cfg: ModelConfig, mode: str) -> float:
@@ -76,6 +104,84 @@ def derive(results: dict[str, dict]) -> float:
             dense = by_key.get((row["size"], f"mlp={row['label']}", row["mode"], False))
             row["ratio_vs_equal_mlp"] = row["ms"] / dense["ms"] if dense and cfg.kind == "dynamoe" else None
     return peak
+
+
+def derive_lm(results: dict[str, dict], peak: float) -> None:
+    """The language-model rows' derived columns in place: the head's limit (``head_flops`` at the run's
+    matmul rate ``peak``), the step over it, and tokens per second."""
+    for r in results.values():
+        for row in r.get("lm_rows", []):
+            cfg = ModelConfig.from_dict(row["cfg"])
+            row["head_flops"] = head_flops(cfg, row["mode"])
+            row["limit_ms"] = row["head_flops"] / (peak * 1e9) * 1e3
+            row["x_limit"] = row["ms"] / row["limit_ms"]
+            row["tokens_per_s"] = LM_BATCH[0] * LM_BATCH[1] / (row["ms"] / 1e3)
+
+
+def _lm_row(result: dict, size: str, mode: str) -> dict | None:
+    rows = [r for r in result.get("lm_rows", []) if (r["size"], r["mode"]) == (size, mode)]
+    return rows[0] if rows else None
+
+
+def eval_share(train_ms: float, eval_ms: float, task: str) -> dict:
+    """Evaluation's share of a run's time per epoch: ``eval_ms x eval batches / (train_ms x train batches
+    + eval_ms x eval batches)`` with ``RUN_BATCHES[task]``."""
+    train_batches, eval_batches = RUN_BATCHES[task]
+    train, evaluation = train_ms * train_batches, eval_ms * eval_batches
+    return {"train_batches": train_batches, "eval_batches": eval_batches, "share": evaluation / (train + evaluation)}
+
+
+def lm_targets(results: dict[str, dict], size: str = "tiny") -> dict:
+    """``LM_TARGETS`` on the ``size`` training step, every row's peak memory, and ``EVAL_TARGET`` per
+    backend (language model, and the Small image model's inference step standing for its evaluation)."""
+    train = {name: _lm_row(r, size, "train") for name, r in results.items()}
+    train = {name: row for name, row in train.items() if row}
+    out: dict = {}
+    if train:
+        fastest = min(train, key=lambda n: train[n]["ms"])
+        best = train[fastest]["ms"]
+        out["lm_fastest_backend"] = fastest
+        out["lm_head_limit"] = _check(train[fastest]["x_limit"], LM_TARGETS["head_limit"])
+        out["lm_backend_spread"] = {name: _check(row["ms"] / best, LM_TARGETS["backend_spread"]) for name, row in train.items()}
+    memory = {
+        f"{name} {row['key']}": _check(row.get("peak_rss_mb"), LM_TARGETS["peak_rss_mb"])
+        for name, r in results.items()
+        for row in r.get("lm_rows", [])
+        if row["size"] == size
+    }
+    if memory:
+        out["lm_peak_rss_mb"] = memory
+    shares = {}
+    for name, r in results.items():
+        lm_train, lm_eval = _lm_row(r, size, "train"), _lm_row(r, size, "eval")
+        if lm_train and lm_eval:
+            shares[f"{name} lm {size}"] = _check(eval_share(lm_train["ms"], lm_eval["ms"], "lm")["share"], EVAL_TARGET)
+        image_train, image_infer = _main_row(r, "small"), _main_row(r, "small", mode="infer")
+        if image_train and image_infer:
+            shares[f"{name} image small"] = _check(eval_share(image_train["ms"], image_infer["ms"], "classify")["share"], EVAL_TARGET)
+    if shares:
+        out["eval_share"] = shares
+    return out
+
+
+def _normalised(record: dict) -> dict[tuple[str, str], float]:
+    """``{(backend, row key): ms x the run's matmul rate}``: a step's time in units of the machine's speed."""
+    peak = record["machine_matmul_gflops"]
+    return {
+        (name, row["key"]): row["ms"] * peak for name, r in record["backends"].items() for row in r.get("rows", []) + r.get("lm_rows", [])
+    }
+
+
+def regressions(record: dict, against: dict, bound: float = REGRESSION) -> list[dict]:
+    """Rows of ``record`` more than ``bound`` x slower than the same row (backend and key) of ``against``,
+    each time normalised by its own run's matmul rate (so another machine compares fairly)."""
+    new, old = _normalised(record), _normalised(against)
+    out = []
+    for key in sorted(new.keys() & old.keys()):
+        ratio = new[key] / old[key]
+        if ratio > bound:
+            out.append({"backend": key[0], "key": key[1], "ratio": ratio})
+    return out
 
 
 def _main_row(result: dict, size: str, label: str = "descending", mode: str = "train") -> dict | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from harness.bench.analysis import BATCH, EPOCHS, STEPS_PER_EPOCH
+from harness.bench.analysis import BATCH, EPOCHS, EVAL_TARGET, LM_TARGETS, RUN_BATCHES, STEPS_PER_EPOCH
+from harness.bench.worker import LM_BATCH
 
 
 def _fmt(value, spec: str, empty: str = "") -> str:
@@ -62,10 +63,80 @@ def table(results: dict[str, dict], peak: float) -> str:
     return "\n".join(lines)
 
 
-def targets_text(t: dict) -> str:
+def lm_table(results: dict[str, dict], peak: float) -> str:
+    """The language-model rows as a Markdown table (empty when none were timed)."""
+    rows = [(name, row) for name, r in results.items() for row in r.get("lm_rows", [])]
+    if not rows:
+        return ""
+    lines = [
+        f"Language model (descending DynaMoE, GPT-2 vocabulary 50,257, batch {LM_BATCH[0]} x {LM_BATCH[1]} tokens; each step "
+        f"alone in its own worker process, median of one-step samples). Head limit: the head's forward + backward "
+        f"(training) or forward (evaluation) FLOPs at {peak:.1f} GFLOP/s.",
+        "",
+        "| backend | size | step | ms/step (min-max) | tokens/s | head limit ms | x limit | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows:
+        label = name + (" (compiled)" if results[name].get("compile") else "")
+        if "error" in row:
+            lines.append(f"| {label} | {row['size']} | {row['mode']} | {row['error']} | | | | |")
+            continue
+        cells = [
+            label,
+            row["size"],
+            row["mode"],
+            f"{row['ms']:.0f} ({row['ms_min']:.0f}-{row['ms_max']:.0f})",
+            f"{row['tokens_per_s']:,.0f}",
+            f"{row['limit_ms']:.0f}",
+            f"{row['x_limit']:.2f}",
+            f"{row['peak_rss_mb']:,.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def lm_targets_text(t: dict) -> list[str]:
+    """The language-model and evaluation targets as Markdown bullets (none for a record without them)."""
+    lines = []
+    if "lm_head_limit" in t:
+        v = t["lm_head_limit"]
+        lines.append(
+            f"- language model, Tiny training step of the fastest backend ({t['lm_fastest_backend']}): {v['value']:.2f} x the head's "
+            f"limit (target <= {LM_TARGETS['head_limit']}): {'met' if v['met'] else 'missed'}"
+        )
+        for name, v in t["lm_backend_spread"].items():
+            verdict = "met" if v["met"] else "missed"
+            lines.append(f"- language model, Tiny training step, {name}: {v['value']:.2f} x the fastest (target <= 2.0): {verdict}")
+    for key, v in t.get("lm_peak_rss_mb", {}).items():
+        shown = "n/a" if v["value"] is None else f"{v['value']:,.0f} MB"
+        lines.append(
+            f"- peak resident memory, {key}: {shown} (target <= {LM_TARGETS['peak_rss_mb']:,.0f} MB): {'met' if v['met'] else 'missed'}"
+        )
+    if t.get("eval_share"):
+        lm, image = RUN_BATCHES["lm"], RUN_BATCHES["classify"]
+        lines.append(
+            f"- evaluation's share of a run (eval step x eval batches / (train step x train batches + that); language model: "
+            f"{lm[1]} held-out and {lm[0]} training batches an epoch, as Table 5 runs here; images: the inference step x {image[1]} "
+            f"test batches against {image[0]} training batches; target <= {100 * EVAL_TARGET:.0f} %):"
+        )
+        for key, v in t["eval_share"].items():
+            lines.append(f"  - {key}: {100 * v['value']:.0f} %: {'met' if v['met'] else 'missed'}")
+    return lines
+
+
+def regressions_text(reg: dict) -> str:
+    """``--against``'s verdict: the rows more than the bound slower than the committed record's."""
+    if not reg["rows"]:
+        return f"No row is more than {reg['bound']:.2f} x slower than in {reg['against']} (normalised by each run's matmul rate)."
+    lines = [f"Slower than {reg['against']} by more than {reg['bound']:.2f} x (normalised by each run's matmul rate):"]
+    lines += [f"- {r['backend']} {r['key']}: {r['ratio']:.2f} x" for r in reg["rows"]]
+    return "\n".join(lines)
+
+
+def targets_text(t: dict, lm: dict | None = None) -> str:
     """The targets as Markdown bullets: value, bound, met or missed (and by how much)."""
     if not t:
-        return "No backend measured the Small descending training step."
+        return "\n".join(["No backend measured the Small descending training step.", *lm_targets_text(lm or {})])
     p = t["projected_seconds"]
     verdict = "met" if p["met"] else f"missed by {p['value'] - p['bound']:.0f} s ({p['value'] / p['bound']:.2f}x)"
     lines = [
@@ -85,7 +156,7 @@ def targets_text(t: dict) -> str:
             else:
                 shown, target = ("n/a" if value is None else f"{value:.2f}"), f"<= {bound}"
             lines.append(f"- {name}: {shown} {what} (target {target}): {'met' if v['met'] else 'missed'}")
-    return "\n".join(lines)
+    return "\n".join(lines + lm_targets_text(lm or {}))
 
 
 def readme(record: dict, name: str) -> str:
@@ -94,8 +165,10 @@ def readme(record: dict, name: str) -> str:
     compiled = ", ".join(k for k, v in s["compile"].items() if v) or "none"
     threads = s.get("threads") or "the frameworks' default"
     env = record["environment"]
+    lm = lm_table(record["backends"], record["machine_matmul_gflops"])
+    lm = f"{lm}\n\n" if lm else ""
     return (
         f"# Benchmark ({env['cpu']}, {env['cpu_count']} cores)\n\nGenerated by `python -m harness bench` into `{name}` "
         f"({record['wall_s']:.0f} s; compute threads per worker: {threads}; compiled: {compiled}; {s['repeats']} rounds).\n\n"
-        f"{table(record['backends'], record['machine_matmul_gflops'])}\n\n{targets_text(record['targets'])}\n"
+        f"{table(record['backends'], record['machine_matmul_gflops'])}\n\n{lm}{targets_text(record['targets'], record.get('lm_targets'))}\n"
     )

@@ -5,13 +5,16 @@ Every requested variant is built and warmed up first (compilation and warm-up ar
 counted), then the variants are timed in interleaved rounds (variant A's block of steps, B's, ..., then
 the next round), so that a noisy machine slows all of them alike. A block ends with one host sync (the
 loss as a float), none inside a step. Last, the backend's own square fp32 matmul rate. The result holds
-the raw samples, the backend's runtime and the BLAS that served it (``backends.blas_in_use``).
+the raw samples, the backend's runtime, the BLAS that served it (``backends.blas_in_use``) and the
+process's peak resident memory. A language-model step (``lm_worker``) is timed alone in its own process
+(its peak memory is the variant's), ``lm_repeats`` one-step samples after the warm-up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import resource
 import statistics
 import sys
 import time
@@ -23,6 +26,7 @@ import backends
 from backends.spec.config import ModelConfig, TrainConfig
 
 BATCH = 256
+LM_BATCH = (32, 128)  # windows x tokens: a language-model training batch (Table 5's protocol)
 
 
 def matmul_rate(backend_name: str, n: int, repeats: int) -> list[float]:
@@ -140,6 +144,7 @@ def worker(backend_name: str, request: dict) -> dict:
         row.update(steps_per_block=t.per_block, warmup_s=warmup[t.key])
     rates = matmul_rate(backend_name, request["matmul_n"], request["repeats"])
     return {
+        "peak_rss_mb": peak_rss_mb(),
         "runtime": backend.runtime_info(),
         "blas": backends.blas_in_use(backend_name),
         "compile": compile,
@@ -149,9 +154,44 @@ def worker(backend_name: str, request: dict) -> dict:
     }
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (``ru_maxrss``, KiB on Linux) in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def lm_worker(backend_name: str, request: dict) -> dict:
+    """Time one language-model step (``request["lm"]``: its cfg and mode, ``train`` or ``eval``) on a
+    batch of ``LM_BATCH`` windows, alone in this process, so that the process's peak resident memory is
+    the variant's: build, warm up (untimed), then ``lm_repeats`` samples of one step each."""
+    from backends.spec import init_params
+    from harness.training import step_noises
+
+    backend = backends.load(backend_name)
+    v = request["lm"]
+    cfg = ModelConfig.from_dict(v["cfg"])
+    gen = np.random.default_rng(1)
+    x, y = (gen.integers(0, cfg.vocab_size, LM_BATCH) for _ in range(2))
+    start = time.perf_counter()
+    model = backend.build_model(cfg, init_params(cfg, 0), "float32")
+    if v["mode"] == "train":
+        trainer = backend.Trainer(model, TrainConfig(batch_size=LM_BATCH[0]), compile=request["compile"])
+        noises = step_noises(cfg, 0, 0, LM_BATCH[0] * LM_BATCH[1])
+        t = _Timed(v["key"], lambda: trainer.step(x, y, noises, 1e-4), backend.to_float, None)
+    else:
+        t = _Timed(v["key"], lambda: backend.evaluate_batch(model, x, y), lambda r: None, None)
+    t.run(max(1, request.get("lm_warmup", 1)))
+    warmup_s = time.perf_counter() - start
+    t.samples = [t.run(1) * 1e3 for _ in range(max(1, request.get("lm_repeats", 5)))]
+    row = {"label": v["label"], "size": v["size"], "mode": v["mode"], "key": v["key"], "cfg": v["cfg"], "task": "lm"}
+    row.update(ms=statistics.median(t.samples), ms_min=min(t.samples), ms_max=max(t.samples), samples_ms=t.samples)
+    row.update(steps_per_block=1, warmup_s=warmup_s, peak_rss_mb=peak_rss_mb())
+    return {"runtime": backend.runtime_info(), "blas": backends.blas_in_use(backend_name), "compile": request["compile"], "rows": [row]}
+
+
 def main(argv: list[str]) -> int:
     backend_name, request_path, out_path = argv
-    result = worker(backend_name, json.loads(Path(request_path).read_text()))
+    request = json.loads(Path(request_path).read_text())
+    result = lm_worker(backend_name, request) if request.get("lm") else worker(backend_name, request)
     Path(out_path).write_text(json.dumps(result))
     return 0
 
