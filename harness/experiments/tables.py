@@ -197,7 +197,10 @@ TABLE6 = Experiment(
         )
     ),
     verdict_metric="avg_active",
-    notes="Utilisation = average active / experts. The paper's entropies are not all consistent with its own counts (../shared/spec/PAPERS.md).",
+    notes=(
+        "Utilisation = average active / experts. "
+        "The paper's entropies are not all consistent with its own counts (../shared/spec/PAPERS.md)."
+    ),
 )
 
 # Table 7: the values tried, and the paper's best (marked by best=True); other rows have no paper number.
