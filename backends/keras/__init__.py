@@ -32,7 +32,6 @@ from .model import (  # noqa: E402
 )
 from .train import Trainer, evaluate_batch, forward, gradients, runtime_info, to_float  # noqa: E402
 from .transformer import build_model  # noqa: E402, F811  (backbone='transformer': spec.transformer; else model.build_model)
-from .transformer import build_model  # noqa: E402, F811  (backbone='transformer': spec.transformer; else model.build_model)
 
 NAME = f"keras-{keras.backend.backend()}"
 
