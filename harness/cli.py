@@ -41,7 +41,7 @@ from harness.data import cli as data_cli
 from harness.environment import REPO, fingerprint, machine_slug
 from harness.experiments import REGISTRY, get, run_source
 from harness.files import write_json_atomic, write_text_atomic
-from harness.runner import on_hardware, plan, run_specs
+from harness.runner import on_hardware, plan, run_configs
 from harness.store import Store, StoreError
 from harness.store_check import add_command as add_store_command
 from harness.training import train
@@ -400,7 +400,7 @@ def _sweep(args, source, names, seeds, runs, executor) -> int:
         + (f"{args.jobs} at a time" if executor is None else f"on Ray as its nodes take them ({executor.cpus:g} CPUs a run)"),
         flush=True,
     )
-    outcomes = run_specs(
+    outcomes = run_configs(
         runs,
         store,
         jobs=args.jobs,
@@ -425,7 +425,7 @@ def _sweep(args, source, names, seeds, runs, executor) -> int:
         f"{sum(o.status == 'skipped' for o in outcomes)} skipped, {len(failed)} failed"
     )
     for o in failed:
-        print(f"  FAILED {o.spec.describe()}: {o.message} (details: {store.failure_path(o.spec.key)})", file=sys.stderr)
+        print(f"  FAILED {o.config.describe()}: {o.message} (details: {store.failure_path(o.config.key)})", file=sys.stderr)
     if claimed:
         owners = sorted({o.message.removesuffix(" (its source run)") for o in claimed})
         print(

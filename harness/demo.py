@@ -15,7 +15,7 @@ import tempfile
 import backends
 from harness.data.registry import info
 from harness.experiments import get
-from harness.runner import plan, run_specs
+from harness.runner import plan, run_configs
 from harness.store import Store
 
 
@@ -47,7 +47,7 @@ def main(args) -> int:
     specs = plan(source, names, [args.seed], args.epochs, num_samples=args.num_samples)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(args.results_dir or tmp)
-        outcomes = run_specs(specs, store, data_dir=args.data_dir)
+        outcomes = run_configs(specs, store, data_dir=args.data_dir)
         measured = {(s.backend, s.model.kind, s.model.schedule.name): store.get(s.key) for s in specs}
     print()
     print(format_table(names, rows, measured))

@@ -1,6 +1,6 @@
 """``python -m harness run ... --executor ray``: each run's worker on a node of a Ray cluster.
 
-The sweep (planning, claims, progress, outcomes) is :func:`harness.runner.run_specs`'s; this executor only
+The sweep (planning, claims, progress, outcomes) is :func:`harness.runner.run_configs`'s; this executor only
 decides where a worker runs. Each run is one Ray task with declared resources (``--cpus-per-run``,
 ``--gpus-per-run``, and for ``--hardware KIND`` one unit of the custom resource ``hardware:KIND`` that a
 node declares at ``ray start --resources``). The task starts ``python -m harness.worker`` as a
@@ -213,8 +213,8 @@ def run_on_node(spec_dict: dict, args: dict, threads: int, checkpoint: bytes | N
     from backends import worker_env
     from harness.environment import HARDWARE_VARIABLE, NODE_VARIABLE
 
-    spec = RunConfig.from_dict(spec_dict)
-    key = spec.key
+    config = RunConfig.from_dict(spec_dict)
+    key = config.key
     root = Path(tempfile.mkdtemp(prefix=f"dynamoe-ray-{key}-"))
     store = Store(root)
     try:
@@ -226,13 +226,13 @@ def run_on_node(spec_dict: dict, args: dict, threads: int, checkpoint: bytes | N
             store.params_path(source).write_bytes(data)
         context = ray.get_runtime_context()
         node = f"{context.get_node_id()[:12]} at {ray.util.get_node_ip_address()}"
-        env = worker_env(spec.backend, threads)
+        env = worker_env(config.backend, threads)
         env[NODE_VARIABLE] = node
-        if spec.hardware:
-            env[HARDWARE_VARIABLE] = spec.hardware
-        if spec.hardware == "cpu":  # a GPU node taking CPU runs keeps them off its GPUs
+        if config.hardware:
+            env[HARDWARE_VARIABLE] = config.hardware
+        if config.hardware == "cpu":  # a GPU node taking CPU runs keeps them off its GPUs
             env.update(CUDA_VISIBLE_DEVICES="", DYNAMOE_TORCH_DEVICE="cpu", JAX_PLATFORMS="cpu")
-        proc = start_worker(spec, root, WorkerArgs(**args), env)
+        proc = start_worker(config, root, WorkerArgs(**args), env)
         relay.push.remote(box, "line", f"running on node {node} (pid {proc.pid})")
         done = threading.Event()
 
@@ -302,8 +302,8 @@ class RayExecutor:
         self._task = ray.remote(run_on_node)
 
     # what a run asks of a node
-    def demand(self, spec: RunConfig) -> dict[str, float]:
-        kind = spec.hardware
+    def demand(self, config: RunConfig) -> dict[str, float]:
+        kind = config.hardware
         gpus = 0.0 if kind == "cpu" else float(self.gpus if self.gpus is not None else (1 if kind in GPU_KINDS else 0))
         need = {"CPU": self.cpus}
         if gpus:
@@ -312,11 +312,11 @@ class RayExecutor:
             need[hardware_resource(kind)] = 1.0
         return need
 
-    def prepare(self, specs: list[RunConfig]) -> None:
+    def prepare(self, configs: list[RunConfig]) -> None:
         """Refuse, before anything is submitted or written, runs no live node of the cluster can take."""
         ray = self.ray
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        for need in {tuple(sorted(self.demand(s).items())) for s in specs}:
+        for need in {tuple(sorted(self.demand(s).items())) for s in configs}:
             need = dict(need)
             if any(all(n["Resources"].get(r, 0.0) >= v for r, v in need.items()) for n in nodes):
                 continue
@@ -336,7 +336,7 @@ class RayExecutor:
                 f"no node of the Ray cluster can take a run asking for {asked} (nodes: {have}); lower --cpus-per-run or "
                 "--gpus-per-run, or add a node that has them"
             )
-        self.concurrency = max(1, min(len(specs), 256))  # Ray queues what does not fit; the threads only wait
+        self.concurrency = max(1, min(len(configs), 256))  # Ray queues what does not fit; the threads only wait
         if self._relay is None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -344,23 +344,23 @@ class RayExecutor:
             strategy = NodeAffinitySchedulingStrategy(node_id=here, soft=True)
             self._relay = ray.remote(num_cpus=0)(_Relay).options(scheduling_strategy=strategy).remote()
 
-    def run(self, spec: RunConfig, store: Store, args: WorkerArgs, say) -> tuple[int | None, str]:
+    def run(self, config: RunConfig, store: Store, args: WorkerArgs, say) -> tuple[int | None, str]:
         ray = self.ray
         from ray import exceptions as rex
 
-        key = spec.key
+        key = config.key
         if args.rerun:
             store.drop_checkpoint(key)  # a rerun starts afresh; its own checkpoints then carry its retries
         remote_args = {"compile": args.compile, "rerun": False, "save_params": args.save_params, "data_dir": args.data_dir}
         params = {}
-        if spec.init_from is not None and store.params_path(spec.init_from.key).exists():
-            params[spec.init_from.key] = store.params_path(spec.init_from.key).read_bytes()
+        if config.init_from is not None and store.params_path(config.init_from.key).exists():
+            params[config.init_from.key] = store.params_path(config.init_from.key).read_bytes()
         lost, attempt = "", 0
         while True:
             checkpoint_path = store.checkpoint_path(key)
             checkpoint = checkpoint_path.read_bytes() if checkpoint_path.exists() else None
             box = f"{key}/{attempt}"
-            need = self.demand(spec)
+            need = self.demand(config)
             resources = {r: v for r, v in need.items() if r not in ("CPU", "GPU")}
             options = {"num_cpus": need["CPU"], "num_gpus": need.get("GPU", 0), "max_retries": 0, "name": f"dynamoe {key}"}
             if resources:
@@ -368,7 +368,8 @@ class RayExecutor:
             with self._lock:
                 if self._stopped:
                     return None, ""
-                ref = self._task.options(**options).remote(spec.as_dict(), remote_args, self.threads, checkpoint, params, self._relay, box)
+                task = self._task.options(**options)
+                ref = task.remote(config.as_dict(), remote_args, self.threads, checkpoint, params, self._relay, box)
                 self._live.add(ref)
             try:
                 while not ray.wait([ref], timeout=POLL_S)[0]:
@@ -391,13 +392,13 @@ class RayExecutor:
             if self._stopped:
                 return None, ""
             if result is not None and (result["record"] is not None or result["failure"] is not None):
-                return self._finish(spec, store, result, args, say)
+                return self._finish(config, store, result, args, say)
             if result is not None:
                 lost = f"the worker exited with status {result['code']} without a record"
             attempt += 1
             if attempt > self.retries:
                 details = (result or {}).get("stderr", "")
-                store.put_failure(key, spec.as_dict(), f"worker lost {attempt} times (last: {lost})", details[-4000:])
+                store.put_failure(key, config.as_dict(), f"worker lost {attempt} times (last: {lost})", details[-4000:])
                 return (result or {}).get("code", 1), details
             saved = store.get_checkpoint(key)
             after = f"from its checkpoint after epoch {Checkpoint.from_arrays(saved).epoch}" if saved else "from the start"
@@ -410,11 +411,11 @@ class RayExecutor:
             elif kind == "checkpoint":
                 store.put_checkpoint(key, _arrays(payload))
 
-    def _finish(self, spec: RunConfig, store: Store, result: dict, args: WorkerArgs, say) -> tuple[int, str]:
-        key = spec.key
+    def _finish(self, config: RunConfig, store: Store, result: dict, args: WorkerArgs, say) -> tuple[int, str]:
+        key = config.key
         if result["failure"] is not None:
             failure = result["failure"]
-            store.put_failure(key, failure.get("spec", spec.as_dict()), failure["error"], failure.get("details", ""))
+            store.put_failure(key, failure.get("spec", config.as_dict()), failure["error"], failure.get("details", ""))
             return result["code"], result["stderr"]
         if result["params"] is not None:  # before the record, as the worker does
             store.put_params(key, _arrays(result["params"]))

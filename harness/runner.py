@@ -17,7 +17,7 @@ store the driver writes to, before dispatching.
 Where a worker runs is an executor's one decision: :class:`LocalExecutor` (``run --executor local``, the
 default) starts it here; ``harness.ray_executor.RayExecutor`` (``--executor ray``) on a Ray cluster's
 node, against a private store there, copying each checkpoint and the record back into this one. The
-planning, claims, progress lines and bar, outcomes and failure records are :func:`run_specs`'s, the same
+planning, claims, progress lines and bar, outcomes and failure records are :func:`run_configs`'s, the same
 for both.
 """
 
@@ -44,7 +44,7 @@ QUICK_EPOCHS = 2
 
 @dataclass
 class Outcome:
-    spec: RunConfig
+    config: RunConfig
     status: str  # "done", "skipped" (already in the store), "failed", "interrupted" or "claimed" (by another sweep)
     message: str = ""
 
@@ -67,43 +67,43 @@ def plan(
             raise ValueError(f"{name} = {value}: give 1 or more (or leave it out for the protocol's)")
     if quick:
         epochs = epochs or QUICK_EPOCHS
-    specs: dict[str, RunConfig] = {}
+    configs: dict[str, RunConfig] = {}
     for backend in backends:
-        for _row, spec in experiment.runs(backend, seeds, epochs, dataset):
-            cut = num_samples or (QUICK_SAMPLES[spec.model.task] if quick else None)
+        for _row, config in experiment.runs(backend, seeds, epochs, dataset):
+            cut = num_samples or (QUICK_SAMPLES[config.model.task] if quick else None)
             if cut is not None:
-                spec = _with_cut(spec, cut)
-            if spec.init_from is not None:
-                specs.setdefault(spec.init_from.key, spec.init_from)  # a source runs before the runs from it
-            specs.setdefault(spec.key, spec)
-    return list(specs.values())
+                config = _with_cut(config, cut)
+            if config.init_from is not None:
+                configs.setdefault(config.init_from.key, config.init_from)  # a source runs before the runs from it
+            configs.setdefault(config.key, config)
+    return list(configs.values())
 
 
-def _depth(spec: RunConfig) -> int:
-    return 0 if spec.init_from is None else 1 + _depth(spec.init_from)
+def _depth(config: RunConfig) -> int:
+    return 0 if config.init_from is None else 1 + _depth(config.init_from)
 
 
-def _with_cut(spec: RunConfig, cut: int) -> RunConfig:
-    source = None if spec.init_from is None else _with_cut(spec.init_from, cut)
-    return dataclasses.replace(spec, num_samples=cut, init_from=source)
+def _with_cut(config: RunConfig, cut: int) -> RunConfig:
+    source = None if config.init_from is None else _with_cut(config.init_from, cut)
+    return dataclasses.replace(config, num_samples=cut, init_from=source)
 
 
-def on_hardware(specs: list[RunConfig], kinds: list[str] | None) -> list[RunConfig]:
+def on_hardware(configs: list[RunConfig], kinds: list[str] | None) -> list[RunConfig]:
     """Each run once per kind of hardware (``run --hardware cpu cuda``); the kind enters the run's key, so
-    the records of one config on two kinds are two records. No kinds: ``specs`` as they are."""
+    the records of one config on two kinds are two records. No kinds: ``configs`` as they are."""
     if not kinds:
-        return specs
+        return configs
     out: dict[str, RunConfig] = {}
     for kind in kinds:
-        for spec in specs:
-            placed = _with_hardware(spec, kind)
+        for config in configs:
+            placed = _with_hardware(config, kind)
             out.setdefault(placed.key, placed)
     return list(out.values())
 
 
-def _with_hardware(spec: RunConfig, kind: str) -> RunConfig:
-    source = None if spec.init_from is None else _with_hardware(spec.init_from, kind)
-    return dataclasses.replace(spec, hardware=kind, init_from=source)
+def _with_hardware(config: RunConfig, kind: str) -> RunConfig:
+    source = None if config.init_from is None else _with_hardware(config.init_from, kind)
+    return dataclasses.replace(config, hardware=kind, init_from=source)
 
 
 @dataclass(frozen=True)
@@ -122,13 +122,13 @@ class WorkerArgs:
         return cmd + ["--save-params"] * self.save_params
 
 
-def start_worker(spec: RunConfig, results_dir, args: WorkerArgs, env: dict, **popen) -> subprocess.Popen:
-    """Start ``python -m harness.worker`` for ``spec`` in ``env`` (text pipes for stdout and stderr), its
+def start_worker(config: RunConfig, results_dir, args: WorkerArgs, env: dict, **popen) -> subprocess.Popen:
+    """Start ``python -m harness.worker`` for ``config`` in ``env`` (text pipes for stdout and stderr), its
     config written to its stdin; the same for every executor."""
     cmd = args.command(results_dir, os.getpid())
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     try:  # the config on stdin: no temporary file to leave behind
-        proc.stdin.write(json.dumps(spec.as_dict()))
+        proc.stdin.write(json.dumps(config.as_dict()))
         proc.stdin.close()
     except BrokenPipeError:  # the worker died at once; its stderr says why
         pass
@@ -148,16 +148,16 @@ class LocalExecutor:
         self._live: set[subprocess.Popen] = set()
         self._stopped = False
 
-    def prepare(self, specs: list[RunConfig]) -> None:
+    def prepare(self, configs: list[RunConfig]) -> None:
         """Check, before any run starts, that these runs can run here (nothing to check on this machine)."""
 
-    def run(self, spec: RunConfig, store: Store, args: WorkerArgs, say) -> tuple[int | None, str]:
-        """Run ``spec``'s worker to its end, each line of its stdout to ``say``: its exit status (``None``:
+    def run(self, config: RunConfig, store: Store, args: WorkerArgs, say) -> tuple[int | None, str]:
+        """Run ``config``'s worker to its end, each line of its stdout to ``say``: its exit status (``None``:
         not started, the sweep was stopped) and its stderr."""
         with self._lock:
             if self._stopped:
                 return None, ""
-            proc = start_worker(spec, store.root, args, worker_env(spec.backend, self.threads))
+            proc = start_worker(config, store.root, args, worker_env(config.backend, self.threads))
             self._live.add(proc)
         for line in proc.stdout:
             say(line.rstrip())
@@ -179,26 +179,26 @@ class LocalExecutor:
 
 
 def claim_run(
-    spec: RunConfig, store: Store, *, rerun: bool = False, wait_claimed: bool = False, stop: threading.Event | None = None
+    config: RunConfig, store: Store, *, rerun: bool = False, wait_claimed: bool = False, stop: threading.Event | None = None
 ) -> claims_lock.Claim | Outcome:
-    """Claim ``spec``'s run in ``store`` before it is trained: the held claim (release it when the run
+    """Claim ``config``'s run in ``store`` before it is trained: the held claim (release it when the run
     ends), or the run's outcome without training it: ``"claimed"`` (another live sweep holds it),
     ``"skipped"`` (finished meanwhile; not with ``rerun``), ``"interrupted"`` (``stop`` set while waiting)."""
-    got = claims_lock.try_claim(store.root, spec.key)
+    got = claims_lock.try_claim(store.root, config.key)
     if isinstance(got, claims_lock.Owner):
         if not wait_claimed:
-            return Outcome(spec, "claimed", got.describe())
-        got = claims_lock.wait_for_claim(store.root, spec.key, stop=stop)
+            return Outcome(config, "claimed", got.describe())
+        got = claims_lock.wait_for_claim(store.root, config.key, stop=stop)
         if got is None:
-            return Outcome(spec, "interrupted", "not started")
-    if not rerun and store.has(spec.key):
+            return Outcome(config, "interrupted", "not started")
+    if not rerun and store.has(config.key):
         got.release()
-        return Outcome(spec, "skipped", "finished by another sweep")
+        return Outcome(config, "skipped", "finished by another sweep")
     return got
 
 
-def run_specs(
-    specs: list[RunConfig],
+def run_configs(
+    configs: list[RunConfig],
     store: Store,
     *,
     jobs: int = 1,
@@ -209,19 +209,19 @@ def run_specs(
     echo=print,
     executor=None,
 ) -> list[Outcome]:
-    """Run every spec not yet finished in ``store``; failures are recorded and the sweep goes on.
+    """Run every config not yet finished in ``store``; failures are recorded and the sweep goes on.
     Runs another sweep has claimed come back ``"claimed"`` (with ``wait_claimed``: waited for).
     ``executor`` decides where each worker runs (default :class:`LocalExecutor` with ``jobs``); its
     ``prepare`` refuses runs it cannot place before anything is claimed or written."""
     from tqdm import tqdm
 
-    todo = [s for s in specs if rerun or not store.has(s.key)]
-    outcomes = [Outcome(s, "skipped", "already in the store") for s in specs if s not in todo]
+    todo = [s for s in configs if rerun or not store.has(s.key)]
+    outcomes = [Outcome(s, "skipped", "already in the store") for s in configs if s not in todo]
     if not todo:
         return outcomes
     executor = executor if executor is not None else LocalExecutor(jobs)
     executor.prepare(todo)
-    sources = {s.init_from.key for s in specs if s.init_from is not None}
+    sources = {s.init_from.key for s in configs if s.init_from is not None}
     bar = tqdm(total=len(todo), unit="run", desc="runs", disable=not sys.stderr.isatty())
     lock = threading.Lock()
     counter = iter(range(1, len(todo) + 1))
@@ -229,54 +229,54 @@ def run_specs(
     held: dict[str, Outcome] = {}  # runs another sweep holds: the runs from them wait for them too
     heartbeat = claims_lock.Heartbeat().start()
 
-    def one(spec: RunConfig) -> Outcome:
-        source = None if spec.init_from is None else held.get(spec.init_from.key)
+    def one(config: RunConfig) -> Outcome:
+        source = None if config.init_from is None else held.get(config.init_from.key)
         if source is not None:
-            return Outcome(spec, "claimed", f"{source.message} (its source run)")
-        claim = claim_run(spec, store, rerun=rerun, wait_claimed=wait_claimed, stop=interrupted)
+            return Outcome(config, "claimed", f"{source.message} (its source run)")
+        claim = claim_run(config, store, rerun=rerun, wait_claimed=wait_claimed, stop=interrupted)
         if isinstance(claim, Outcome):
             if claim.status == "claimed":
-                held[spec.key] = claim
+                held[config.key] = claim
             return claim
         heartbeat.add(claim)
         try:
-            return train_one(spec)
+            return train_one(config)
         finally:
             heartbeat.discard(claim)
             claim.release()
 
-    def train_one(spec: RunConfig) -> Outcome:
+    def train_one(config: RunConfig) -> Outcome:
         with lock:
             if interrupted.is_set():
-                return Outcome(spec, "interrupted", "not started")
+                return Outcome(config, "interrupted", "not started")
             number = next(counter)
-        tag = f"[{number}/{len(todo)}] {spec.describe()}"
-        use_compile = COMPILE_BY_DEFAULT[spec.backend] if compile is None else compile
-        args = WorkerArgs(use_compile, rerun, spec.key in sources, data_dir)
+        tag = f"[{number}/{len(todo)}] {config.describe()}"
+        use_compile = COMPILE_BY_DEFAULT[config.backend] if compile is None else compile
+        args = WorkerArgs(use_compile, rerun, config.key in sources, data_dir)
         with lock:
             if interrupted.is_set():
-                return Outcome(spec, "interrupted", "not started")
+                return Outcome(config, "interrupted", "not started")
             bar.write(f"{tag}: started")
 
         def say(line: str) -> None:
             with lock:
                 bar.write(f"{tag}: {line}")
 
-        code, stderr = executor.run(spec, store, args, say)
+        code, stderr = executor.run(config, store, args, say)
         with lock:
             bar.update(1)
-        if store.has(spec.key):  # its record is written: a signal during the worker's exit changes nothing
-            return Outcome(spec, "done")
+        if store.has(config.key):  # its record is written: a signal during the worker's exit changes nothing
+            return Outcome(config, "done")
         if interrupted.is_set():
-            return Outcome(spec, "interrupted", "stopped at its last checkpoint")
-        failure = store.failure(spec.key)
+            return Outcome(config, "interrupted", "stopped at its last checkpoint")
+        failure = store.failure(config.key)
         if failure is None:  # killed or crashed before it could write its own failure record
             tail = stderr.strip().splitlines()[-20:]
-            store.put_failure(spec.key, spec.as_dict(), f"worker exited with status {code}", "\n".join(tail))
-            failure = store.failure(spec.key)
+            store.put_failure(config.key, config.as_dict(), f"worker exited with status {code}", "\n".join(tail))
+            failure = store.failure(config.key)
         with lock:
             bar.write(f"{tag}: FAILED: {failure['error']}")
-        return Outcome(spec, "failed", failure["error"])
+        return Outcome(config, "failed", failure["error"])
 
     def stop(*_):
         raise KeyboardInterrupt

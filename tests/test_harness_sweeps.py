@@ -18,7 +18,7 @@ import pytest
 from harness import compare, report
 from harness.experiments import RunConfig, get
 from harness.files import write_json_atomic
-from harness.runner import plan, run_specs
+from harness.runner import plan, run_configs
 from harness.store import Store, StoreError
 from harness.worker import epochs_to_fraction, run
 from tests.conftest import REPO, backend_or_skip
@@ -138,7 +138,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     good = _tiny_spec()
     bad = dataclasses.replace(good, dataset="cifar10", model=good.model.replace(input_dim=3072))
     store = Store(tmp_path / "store")
-    outcomes = run_specs([bad, good], store, data_dir=str(empty))
+    outcomes = run_configs([bad, good], store, data_dir=str(empty))
     assert [o.status for o in outcomes] == ["failed", "done"]
     failure = store.failure(bad.key)
     assert "cifar10" in failure["error"] and failure["spec"]["dataset"] == "cifar10"
@@ -240,7 +240,7 @@ def test_a_run_converted_from_another_runs_after_it_from_its_trained_weights(tmp
     assert target.init_from == source and source.model.kind == "dynamoe" and target.model.kind == "moue"
     assert "init_from" not in source.as_dict() and target.key != dataclasses.replace(target, init_from=None).key
     store = Store(tmp_path)
-    outcomes = run_specs(list(reversed(specs)), store, jobs=2)  # order given does not matter: sources go first
+    outcomes = run_configs(list(reversed(specs)), store, jobs=2)  # order given does not matter: sources go first
     assert sorted(o.status for o in outcomes) == ["done", "done"]
     assert store.params_path(source.key).exists() and not store.params_path(target.key).exists()
     trained = store.get_params(source.key)

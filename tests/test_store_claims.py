@@ -16,7 +16,7 @@ import pytest
 from harness import claims_lock
 from harness.cli import main
 from harness.experiments import get
-from harness.runner import plan, run_specs
+from harness.runner import plan, run_configs
 from harness.store import Store
 from tests.conftest import REPO, backend_or_skip
 
@@ -83,7 +83,7 @@ def test_a_second_sweep_skips_the_runs_another_holds_and_says_whose(tmp_path, ot
     specs = plan(get("table2"), ["torch"], [0], epochs=1, dataset="synthetic", num_samples=256)[:3]
     for spec in specs:
         _fake_claim(tmp_path, spec.key, other_sweep)
-    outcomes = run_specs(specs, Store(tmp_path))
+    outcomes = run_configs(specs, Store(tmp_path))
     assert [o.status for o in outcomes] == ["claimed"] * 3
     assert not (tmp_path / "runs").exists()  # nothing trained, nothing failed
     only = ["--only", "schedule=MLP baseline", "schedule=Uniform", "schedule=Descending"]
