@@ -477,7 +477,7 @@ def cmd_report(args) -> int:
         if not secs:
             print(f"{name}: no runs in {store.root} yet: {_run_hint(experiment, args)}")
             continue
-        md = report.to_markdown(experiment, secs)
+        md = report.to_markdown(experiment, secs, records)
         write_text_atomic(out / f"{name}.md", md)
         write_text_atomic(out / f"{name}.csv", report.to_csv(secs))
         write_text_atomic(out / f"{name}.tex", report.to_latex(secs))

@@ -337,13 +337,19 @@ def sections(experiment: Experiment, records: list[dict]) -> list[Section]:
     return _run_sections(experiment, records)
 
 
-def to_markdown(experiment: Experiment, secs: list[Section]) -> str:
+def to_markdown(experiment: Experiment, secs: list[Section], records: list[dict] = ()) -> str:
     out = [f"# {experiment.name}: {experiment.paper_ref} — {experiment.title}", "", experiment.description, ""]
     for s in secs:
         out += [f"## {s.title}", "", "| " + " | ".join(s.headers) + " |", "|" + "---|" * len(s.headers)]
         out += ["| " + " | ".join(r) + " |" for r in s.rows]
         out += [""] + [f"- {n}" for n in s.notes] + [""]
+    out += analysis(experiment, records)
     return "\n".join(out).rstrip() + "\n"
+
+
+def analysis(experiment: Experiment, records: list[dict]) -> list[str]:
+    """The experiment's analysis across runs (``Experiment.analysis``) under its own heading, or nothing."""
+    return ["## Analysis", "", *experiment.analysis(list(records)), ""] if experiment.analysis else []
 
 
 def to_csv(secs: list[Section]) -> str:

@@ -100,6 +100,7 @@ def render(results_dir: Path, records: list[dict], sections: dict[str, list[repo
         for s in secs:
             headers, rows = s.summary()
             out += [f"**{s.title}**", ""] + _md_table(headers, rows) + [""] + [f"- {n}" for n in s.notes] + [""]
+        out += report.analysis(e, records)
         if e.rows:
             done = {s.protocol[1] for s in secs}
             wanted = [d for d in e.datasets() if d not in done]

@@ -10,6 +10,7 @@ from backends import reference
 from backends.spec import init_params
 from backends.spec.config import ModelConfig
 from backends.spec.schedules import expert_counts
+from harness import report
 from harness.experiments import get
 from harness.experiments import transformer as X
 from harness.probes_summary import PROBE_FIELDS, layer_probes
@@ -112,3 +113,10 @@ def test_statistics_edge_cases():
     assert X.sign_test([0.0, None]) is None and X.t_test([1.0]) is None
     assert list(X.ranks([3, 1, 3])) == [2.5, 1.0, 2.5]
     assert X.spearman(range(4), expert_counts("descending", 4, 1, 8)) == pytest.approx(-1.0)
+
+
+def test_the_report_prints_the_analysis_after_the_tables():
+    experiment = get("transformer-schedules")
+    assert report.analysis(experiment, []) == ["## Analysis", "", X.analysis_lines([])[0], ""]
+    assert "tau -1.00" in "\n".join(report.analysis(experiment, synthetic()))
+    assert report.analysis(get("table2"), synthetic()) == []  # an experiment without one prints nothing

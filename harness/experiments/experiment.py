@@ -7,6 +7,7 @@ An :class:`Experiment` holds its rows (model configurations), the dataset and ep
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,7 @@ class Experiment:
     1-2). ``dataset``: the paper's dataset (a row's own ``dataset`` wins). ``paper``: the paper's numbers,
     one dict per row with the row's labels and metric names. ``source``: for a figure, the experiment
     whose runs feed it. ``plot``: the function of ``harness.plots`` that draws it (figures only).
+    ``analysis``: what the report prints after the tables (a test across runs, e.g. a prediction).
     """
 
     name: str
@@ -77,6 +79,7 @@ class Experiment:
     plot: str | None = None  # name of the drawing function in harness.plots
     notes: str = ""
     verdict_metric: str | None = None  # the metric the verdict judges (default: the first with a paper value)
+    analysis: Callable[[list[dict]], list[str]] | None = None  # Markdown lines after the tables, from the store's records
 
     @property
     def kind(self) -> str:

@@ -79,6 +79,7 @@ TRANSFORMER_SCHEDULES = Experiment(
     ),
     notes="The probes per layer (entropy, distance, head specialisation, feature load, superposition pressure) are in each "
     "run's summary ('probes'); the analysis of Section 7.6's prediction follows the table.",
+    analysis=lambda records: analysis_lines(records),  # defined below
 )
 
 
