@@ -327,3 +327,72 @@ def test_without_ray_installed_the_executor_says_how_to_install_it(tmp_path):
 
 def test_the_cluster_listens_on_loopback_only(cluster):
     assert _assert_loopback_only(os.getpid()) >= 6  # two nodes' GCS, raylets, agents and workers
+
+
+def _alive(pid: int, command: bytes) -> bool:
+    """``pid`` still runs ``command`` (not a zombie, not a reused pid)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z" and Path(f"/proc/{pid}/cmdline").read_bytes() == command
+    except (OSError, IndexError):
+        return False
+
+
+def _commands(pids: set[int]) -> dict[int, bytes]:
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return out
+
+
+@pytest.mark.parametrize("to", ["group", "driver"])
+def test_ctrl_c_stops_the_sweep_keeps_its_checkpoint_and_the_same_command_resumes_it(tmp_path, to):
+    """Ctrl-C during a run on the sweep's own Ray runtime, as a terminal sends it (SIGINT to the sweep's
+    process group) and to the driver alone (then only the executor's ``ray.cancel`` can stop the task):
+    the sweep exits 130 within seconds with no failure record, the checkpoint stays, every process of the
+    runtime is gone, and the same command resumes from the checkpoint to the uninterrupted run's record
+    (timings and environment aside)."""
+    backend_or_skip("torch")
+    argv = ["run", "table2", "--dataset", "synthetic", "--num-samples", "4096", "--epochs", "4", "--seeds", "0", *ONE_ROW]
+    jobs = ["--jobs", str(max(2, os.cpu_count() or 1))]  # one thread, as each Ray run has (--cpus-per-run 1)
+    whole = _cli(*argv, *jobs, "--results-dir", str(tmp_path / "whole"), timeout=300)
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    ((key, record),) = _records(tmp_path / "whole").items()
+    store = Store(tmp_path / "stopped")
+    cmd = [sys.executable, "-m", "harness", *argv, "--executor", "ray", "--results-dir", str(store.root)]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 300
+        while not store.checkpoint_path(key).exists():  # epoch 1's checkpoint, in the driver's store
+            assert proc.poll() is None and time.time() < deadline, "".join(lines)
+            time.sleep(0.05)
+        runtime = _commands(_descendants(proc.pid))  # the Ray runtime the sweep started, and its workers
+        assert any(b"raylet" in c for c in runtime.values()) and _worker_pids(key), runtime
+        (os.killpg if to == "group" else os.kill)(proc.pid, signal.SIGINT)
+        interrupted = time.perf_counter()
+        code = proc.wait(timeout=60)
+        stop_s = time.perf_counter() - interrupted
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        reader.join(timeout=10)
+    out = "".join(lines)
+    assert code == 130 and "interrupted: 0 trained, 1 stopped" in out, out
+    assert stop_s < 30, f"the sweep took {stop_s:.1f} s to stop"
+    assert store.failures() == [] and not store.has(key) and store.checkpoint_path(key).exists(), out
+    deadline = time.time() + 30
+    while left := [c.split(b"\0")[0].decode() for p, c in runtime.items() if _alive(p, c)]:
+        assert time.time() < deadline, f"Ray processes left after the sweep stopped: {left}"
+        time.sleep(0.2)
+    resumed = _cli(*argv, "--executor", "ray", "--results-dir", str(store.root), timeout=300)
+    assert resumed.returncode == 0 and "1 trained" in resumed.stdout, resumed.stdout + resumed.stderr
+    again = store.get(key)
+    assert again["resumed_after_epoch"] >= 1 and _untimed(again) == _untimed(record)
+    assert not store.checkpoint_path(key).exists() and store.failures() == []
+    print(f"\nCtrl-C to the {to}: exit 130 {stop_s:.1f} s after SIGINT ({time.perf_counter() - started:.0f} s with the resumed run)")
