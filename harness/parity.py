@@ -89,6 +89,11 @@ TOLERANCES = {
     "trajectory_float64_rel": 1e-8,  # at every step: same batches, noise and optimiser formula
     "trajectory_float32_rel": 1e-3,  # at every step of the first TRAJECTORY_FLOAT32_STEPS
 }
+# The native layers' float64 gradients against central differences of the float64 reference's scalar
+# (``layer_reference``) at one entry of each tensor: step 1e-6, truncation ~1e-12 and rounding ~1e-10 of a
+# scalar ~1, so |g - fd| <= max(1e-5 |fd|, 1e-8) (``tests/backend_checks.check_router_parity``'s bound);
+# ``layers_gradient_fd`` is the largest |g - fd| / max(1e-5 |fd|, 1e-8), at most 1.
+CENTRAL_DIFFERENCE = {"step": 1e-6, "rel": 1e-5, "abs": 1e-8}
 # float32 trajectories part slowly (Adam normalises float32 noise of near-zero gradients to lr-sized
 # steps, and the discrete routing amplifies it); the 1e-3 bound is enforced over this many steps and the
 # whole trajectory's divergence is reported, with the first step over 1e-6 and over 1e-3.
@@ -124,6 +129,108 @@ def _reference(case: str):
         logits, routings = reference.forward(params, x, cfg, noise)
         out[mode] = (logits, routings, noise)
     return cfg, out
+
+
+def layer_reference(case: str):
+    """``(modes, scalar)`` of ``LAYER_CASES[case]`` in float64 NumPy by the spec (``spec.forward.dynamoe_layer``
+    for ``DynaMoE``, the stack's layers and final LayerNorm, ``backends.common.stack_forward``, as
+    ``backends.reference`` evaluates them): ``modes[mode] = (y, routings, noise)`` for ``eval`` (no noise)
+    and ``train`` (the given noise); ``scalar(arrays, h)`` the gradients' scalar in training mode."""
+    from backends import common
+    from backends.spec import forward as F
+    from backends.spec.ops import NumpyOps
+    from harness.parity_worker import layer_inputs
+
+    ops = NumpyOps()
+    kind, cfg, arrays, h, noises, probe = layer_inputs(case)
+    if kind == "DynaMoE":
+        d, e, dh = common.dynamoe_sizes(arrays)
+        stack = common.layer_config("DynaMoE", "dynamoe", d, dh, e, cfg.router)
+
+        def evaluate(p, h, noise):
+            weights = {"gate": p["gate.weight"], **{k: p[f"experts.{k}"] for k in ("w1", "b1", "w2", "b2")}}
+            y, routing = F.dynamoe_layer(ops, weights, h, None if noise is None else noise[0], cfg.router)
+            return y, [routing]
+    else:
+        stack = common.StackConfig.of(cfg)
+
+        def evaluate(p, h, noise):
+            return common.stack_forward(ops, p, h, stack, noise)
+
+    def scalar(p, h):
+        y, routings = evaluate(p, h, noises)
+        aux = common.balance_loss(ops, routings, stack)
+        return float(np.sum(y * probe) / len(h) + (0.0 if aux is None else aux))
+
+    modes = {mode: (*evaluate(arrays, h, noise), noise) for mode, noise in (("eval", None), ("train", noises))}
+    return modes, scalar, arrays, h, cfg
+
+
+def layer_errors(r: dict, case: str, ref=None) -> dict:
+    """One backend's errors on a layer case (``r``: ``parity_worker.layer_case``'s keys, both dtypes)
+    against the float64 reference (``layer_reference``)."""
+    from harness.parity_worker import DTYPES
+
+    modes, scalar, arrays, h, cfg = ref or layer_reference(case)
+    e = {"layers_forward_float32_rel": 0.0, "layers_forward_float64_abs": 0.0, "layers_mask_unexplained": 0}
+    same = True
+    for mode, (y, routings, noise) in modes.items():
+        e["layers_forward_float32_rel"] = max(e["layers_forward_float32_rel"], max_rel_error(r[f"{case}/float32/{mode}/out"], y))
+        e["layers_forward_float64_abs"] = max(e["layers_forward_float64_abs"], max_abs_error(r[f"{case}/float64/{mode}/out"], y))
+        for dtype in DTYPES:
+            for layer, routing in enumerate(routings):
+                noisy = routing.probs if noise is None else routing.probs + noise[layer]
+                differing, unexplained = routing_disagreement(r[f"{case}/{dtype}/{mode}/mask{layer}"], routing.mask, noisy, cfg.router)
+                e[f"layers_mask_differing_{dtype}"] = e.get(f"layers_mask_differing_{dtype}", 0) + differing
+                e["layers_mask_unexplained"] += unexplained
+                same &= mode != "train" or differing == 0
+    # the scalar in float64 only: ``sum(y * probe) / N`` cancels (DynaMoE: ~-0.018 of terms ~0.1), so its
+    # float32 relative error would measure the cancellation; the float32 outputs it sums are bounded above
+    loss = scalar(arrays, h)
+    e["layers_forward_float64_abs"] = max(e["layers_forward_float64_abs"], abs(float(r[f"{case}/float64/loss"]) - loss))
+    grads = {k.rsplit("/", 1)[1]: r[k] for k in r if k.startswith(f"{case}/float64/grad/")}
+    if sorted(grads) != sorted(["input", *arrays]):
+        raise ValueError(f"{case}: gradients of {sorted(grads)}, the layer has {sorted(['input', *arrays])}")
+    pick, step = np.random.default_rng(0), CENTRAL_DIFFERENCE["step"]
+    worst = 0.0
+    for name in ["input", *arrays]:
+        base = h if name == "input" else arrays[name]
+        idx = tuple(int(pick.integers(0, n)) for n in base.shape)
+        values = []
+        for sign in (1, -1):
+            moved = base.copy()
+            moved[idx] += sign * step
+            values.append(scalar(arrays, moved) if name == "input" else scalar({**arrays, name: moved}, h))
+        numeric = (values[0] - values[1]) / (2 * step)
+        bound = max(CENTRAL_DIFFERENCE["rel"] * abs(numeric), CENTRAL_DIFFERENCE["abs"])
+        worst = max(worst, abs(float(grads[name][idx]) - numeric) / bound)
+    e["layers_gradient_fd"] = worst
+    if same:  # float32 gradients against the same backend's float64 ones where the selection is the same
+        live = [k for k in grads if np.linalg.norm(grads[k]) > 1e-9]
+        e["layers_gradient_float32_rel"] = max(norm_rel_error(r[f"{case}/float32/grad/{k}"], grads[k]) for k in live)
+    return e
+
+
+def merge_layer_errors(entry: dict, errors: dict) -> None:
+    """Fold one case's ``layer_errors`` into a backend's entry: the worst of each measure, the counts summed."""
+    for key, value in errors.items():
+        summed = key.startswith("layers_mask_")
+        entry[key] = entry.get(key, 0) + value if summed else max(entry.get(key, 0.0), value)
+
+
+def layer_failures(name: str, entry: dict) -> list[str]:
+    """The tolerance violations of a backend's layer measures: the matrix's forward, mask and gradient bounds."""
+    failures = []
+    for key, bound in (
+        ("layers_forward_float32_rel", TOLERANCES["forward_float32_rel"]),
+        ("layers_forward_float64_abs", TOLERANCES["forward_float64_abs"]),
+        ("layers_mask_unexplained", TOLERANCES["mask_unexplained"]),
+        ("layers_gradient_fd", 1.0),
+        ("layers_gradient_float32_rel", TOLERANCES["gradient_float32_rel"]),
+    ):
+        if key in entry and entry[key] > bound:
+            failures.append(f"{name}: {key} = {entry[key]:.3g} > {bound:g}")
+    return failures
 
 
 def head_reference(case: dict | None = None) -> tuple[float, dict[str, np.ndarray]]:
@@ -174,6 +281,12 @@ def compare(results: dict[str, dict]) -> dict:
                         )
                         entry[f"mask_differing_{dtype}"] = entry.get(f"mask_differing_{dtype}", 0) + differing
                         entry["mask_unexplained"] = entry.get("mask_unexplained", 0) + unexplained
+    from harness.parity_cases import LAYER_CASES
+
+    for case in LAYER_CASES:
+        ref = layer_reference(case)
+        for name in names:
+            merge_layer_errors(per_backend[name], layer_errors(results[name], case, ref))
     head_ref = head_reference()
     for name in names:
         r = results[name]
@@ -223,6 +336,7 @@ def verdicts(matrix: dict) -> list[str]:
         ):
             if key in entry and entry[key] > TOLERANCES[bound]:
                 failures.append(f"{name}: {key} = {entry[key]:.3g} > {TOLERANCES[bound]:g}")
+        failures += layer_failures(name, entry)
     for pair, entry in matrix["pairs"].items():
         for key in ("gradient_float32_rel", "gradient_float64_rel", "trajectory_float64_rel", "trajectory_float32_rel"):
             if entry[key] > TOLERANCES[key]:
@@ -245,6 +359,17 @@ def format_matrix(matrix: dict) -> str:
             lines.append(
                 f"{name:12} {e['head_loss_float32_rel']:10.1e} {e['head_loss_float64_rel']:10.1e} "
                 f"{e['head_gradient_float32_rel']:10.1e} {e['head_gradient_float64_rel']:10.1e}"
+            )
+    if all("layers_gradient_fd" in e for e in matrix["backends"].values()):
+        lines += ["", "the native layers (DynaMoE, DynaMoEStack, MoUEStack from_arrays) vs the float64 reference"]
+        head = f"{'backend':12} {'fwd f32 rel':>12} {'fwd f64 abs':>12} {'masks differ f32/f64':>21} {'unexplained':>12}"
+        lines.append(f"{head} {'grad/fd':>8} {'grad f32':>9}")
+        for name, e in matrix["backends"].items():
+            masks = f"{e['layers_mask_differing_float32']}/{e['layers_mask_differing_float64']}"
+            g32 = f"{e['layers_gradient_float32_rel']:9.1e}" if "layers_gradient_float32_rel" in e else f"{'-':>9}"
+            lines.append(
+                f"{name:12} {e['layers_forward_float32_rel']:12.2e} {e['layers_forward_float64_abs']:12.2e} {masks:>21} "
+                f"{e['layers_mask_unexplained']:12d} {e['layers_gradient_fd']:8.2f} {g32}"
             )
     lines += [
         "",

@@ -10,6 +10,8 @@ quick). ``TRAJECTORIES``: the matrix's training trajectories: DynaMoE (Small, de
 the Transformer backbone (``spec.transformer``) with each feed-forward (DynaMoE, the dense MLP, MoUE) and
 an ascending top-2 schedule, in every backend's tests (``tests/backend_checks.check_transformer_parity``:
 forward, masks, the probes' inputs, gradients and a short trajectory, under the MLP backbone's tolerances).
+``LAYER_CASES``: the native layers (``DynaMoE``, ``DynaMoEStack``, ``MoUEStack`` by ``from_arrays``) in the
+matrix and in every backend's tests (``tests/backend_checks.check_layer_parity``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,17 @@ TRANSFORMER_CASES = {
     "transformer-mlp": ModelConfig(**_LM, kind="mlp"),
     "transformer-moue": ModelConfig(**_LM, kind="moue", moue=MOUE, router=RouterConfig(balance_weight=0.01)),
     "transformer-ascending-top2": ModelConfig(**_LM, num_heads=2, schedule=ScheduleConfig("ascending"), router=RouterConfig(kind="topk")),
+}
+# The native layers (``backends/<fw>/layers.py``) built by ``from_arrays`` on the spec's arrays, as a user
+# holds them: ``(layer class, ModelConfig)``; ``DynaMoE`` is the config's layer 0 alone, the stacks are its
+# residual layers and final LayerNorm. Forward (float32, float64; training mode with the given noise and
+# evaluation without), masks, and the gradients w.r.t. the input and every parameter of
+# ``sum(y * probe) / N`` plus the layer's balancing term, in the matrix (``parity_worker.layer_case``)
+# and in every backend's tests (``tests/backend_checks.check_layer_parity``).
+LAYER_CASES = {
+    "layer-dynamoe": ("DynaMoE", ROUTER_CASES["dynamic-balance"]),
+    "layer-dynamoe-stack": ("DynaMoEStack", ROUTER_CASES["dynamic-balance"]),
+    "layer-moue-stack": ("MoUEStack", ROUTER_CASES["moue"]),
 }
 # The language-model head alone (``spec.forward.linear_cross_entropy``): its loss and the gradients of the
 # states, head weight and bias against the float64 full-logits formula, in chunks (a ragged last one).

@@ -3,7 +3,8 @@
 ``python -m harness.parity_worker BACKEND STEPS OUT.npz [DEVICE]`` evaluates, on the spec's weights and
 inputs, the forward (float32 and float64, evaluation and training mode), the selected masks, the
 gradients of every parameter (of the training loss, balancing term included), the language-model
-head's chunked loss and its gradients w.r.t. states, weight and bias (``HEAD_CASE``), and ``STEPS``-step training
+head's chunked loss and its gradients w.r.t. states, weight and bias (``HEAD_CASE``), the native layers
+(``LAYER_CASES``: outputs, masks, gradients w.r.t. input and parameters; ``layer_case``), and ``STEPS``-step training
 trajectories (``TRAJECTORIES``) in float32 and in float64, and saves them, with the backend's runtime and
 the BLAS that served it. The cases (``CONFIGS``, ``TRAJECTORIES``) are ``harness.parity_cases``'.
 """
@@ -19,7 +20,7 @@ import backends
 from backends.spec import ModelConfig, TrainConfig, init_params, rng
 from backends.spec import forward as F
 from backends.spec.optim import learning_rate
-from harness.parity_cases import CONFIGS, HEAD_CASE, TRAJECTORIES
+from harness.parity_cases import CONFIGS, HEAD_CASE, LAYER_CASES, TRAJECTORIES
 from harness.training import step_noises
 
 TRAJECTORY_BATCH = 64
@@ -53,6 +54,128 @@ def head_case(backend, dtype: str, case: dict = HEAD_CASE) -> tuple[float, dict[
         F.HEAD_CHUNK_ELEMENTS = saved
 
 
+# --- the native layers (``LAYER_CASES``) -------------------------------------------------------------
+
+LAYER_TOKENS = 128
+
+
+def layer_inputs(case: str):
+    """``(kind, cfg, arrays, h, noises, probe)`` of a layer case: the spec arrays the layer holds (its names),
+    tokens ``h`` (N, d), the per-layer training noise and the fixed ``probe`` (N, d) of the gradients'
+    scalar ``sum(y * probe) / N + balancing term`` (all from the spec's streams)."""
+    from backends import common
+
+    kind, cfg = LAYER_CASES[case]
+    params = init_params(cfg, 7)
+    arrays = common.under(params, "layers.0.") if kind == "DynaMoE" else {k: params[k] for k in common.stack_shapes(cfg)}
+    gen = rng.sample_generator(17)
+    h, probe = gen.standard_normal((LAYER_TOKENS, cfg.hidden_dim)), gen.standard_normal((LAYER_TOKENS, cfg.hidden_dim))
+    noises = step_noises(cfg, 11, 0, LAYER_TOKENS)
+    return kind, cfg, arrays, h, (noises[:1] if kind == "DynaMoE" else noises), probe
+
+
+def _layer_torch(backend, kind, cfg, arrays, dtype, h, noises, probe):
+    import torch
+
+    layer = getattr(backend, kind).from_arrays(cfg.router if kind == "DynaMoE" else cfg, arrays, dtype=dtype)
+    dt = backend.layers.DTYPES[dtype]
+    x, c = torch.as_tensor(h, dtype=dt), torch.as_tensor(probe, dtype=dt)
+    noise = [torch.as_tensor(n, dtype=dt) for n in noises]
+    arg = noise[0] if kind == "DynaMoE" else noise
+    out = {}
+    with torch.no_grad():
+        for mode in ("eval", "train"):
+            layer.train(mode == "train")
+            y, routing = layer.forward_with_routing(x, arg if mode == "train" else None)
+            out[mode] = (y.numpy().copy(), [r.mask.numpy().copy() for r in (routing if isinstance(routing, list) else [routing])])
+    leaves = dict(layer.named_parameters())
+    x.requires_grad_(True)
+    y = layer(x, arg)
+    loss = (y * c).sum() / len(h) + layer.aux_loss
+    grads = torch.autograd.grad(loss, [x, *leaves.values()])
+    return out, float(loss.detach()), {name: g.numpy().copy() for name, g in zip(["input", *leaves], grads)}
+
+
+def _layer_keras(backend, kind, cfg, arrays, dtype, h, noises, probe):
+    # through ``stateless_call`` / ``StatelessScope``, compiled on JAX (op by op, each small op compiles on
+    # its first shape: ~20x slower)
+    import keras
+    from keras import ops
+
+    from backends.keras.train import compile_fn, value_and_grad
+
+    layer = getattr(backend, kind).from_arrays(cfg.router if kind == "DynaMoE" else cfg, arrays, dtype=dtype)
+    dt = backend.layers.float_dtype(dtype)
+    x, c = ops.convert_to_tensor(np.asarray(h, dtype=dt)), ops.convert_to_tensor(np.asarray(probe, dtype=dt))
+    noise = [ops.convert_to_tensor(np.asarray(n, dtype=dt)) for n in noises]
+    arg = noise[0] if kind == "DynaMoE" else noise
+    trainable, non_trainable = [v.value for v in layer.trainable_variables], [v.value for v in layer.non_trainable_variables]
+
+    def forward(trainable, x, arg):
+        mapping = [*zip(layer.trainable_variables, trainable), *zip(layer.non_trainable_variables, non_trainable)]
+        with keras.StatelessScope(state_mapping=mapping):
+            y, routing = layer.forward_with_routing(x, arg, training=arg is not None)
+        return y, [r.mask for r in (routing if isinstance(routing, list) else [routing])]
+
+    def loss(values, c):
+        y, _, losses = layer.stateless_call(values[:-1], non_trainable, values[-1], arg, training=True, return_losses=True)
+        return ops.sum(y * c) / len(h) + sum(losses)
+
+    out = {}
+    for mode in ("eval", "train"):
+        y, masks = compile_fn(forward)(trainable, x, arg if mode == "train" else None)
+        out[mode] = (np.array(ops.convert_to_numpy(y)), [np.array(ops.convert_to_numpy(m)) for m in masks])
+    value, grads = compile_fn(value_and_grad(loss))([*trainable, x], c)
+    spec_of = {id(v): name for name, v in layer.spec_variables().items()}
+    grads = dict(zip([*(spec_of[id(v)] for v in layer.trainable_variables), "input"], (np.array(ops.convert_to_numpy(g)) for g in grads)))
+    return out, float(ops.convert_to_numpy(value)), {"input": grads.pop("input"), **{k: grads[k] for k in layer.spec_variables()}}
+
+
+def _layer_mlx(backend, kind, cfg, arrays, dtype, h, noises, probe):
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    layer = getattr(backend, kind).from_arrays(cfg.router if kind == "DynaMoE" else cfg, arrays, dtype=dtype)
+    dt = {"float32": mx.float32, "float64": mx.float64}[dtype]
+    x, c = mx.array(np.asarray(h), dtype=dt), mx.array(np.asarray(probe), dtype=dt)
+    noise = [mx.array(np.asarray(n), dtype=dt) for n in noises]
+    arg = noise[0] if kind == "DynaMoE" else noise
+    out = {}
+    for mode in ("eval", "train"):
+        layer.train(mode == "train")
+        y, routing = layer.forward_with_routing(x, arg if mode == "train" else None)
+        out[mode] = (np.array(y), [np.array(r.mask) for r in (routing if isinstance(routing, list) else [routing])])
+
+    def loss(params, x):
+        layer.update(params)
+        return (layer(x, arg) * c).sum() / len(h) + layer.aux_loss
+
+    params = layer.trainable_parameters()
+    value, (gp, gx) = mx.value_and_grad(loss, argnums=(0, 1))(params, x)
+    mx.eval(value, gp, gx)
+    layer.update(params)
+    return out, float(value.item()), {"input": np.array(gx), **{k: np.array(g) for k, g in tree_flatten(gp)}}
+
+
+_LAYER_RUNNERS = {"backends.torch": _layer_torch, "backends.keras": _layer_keras, "backends.mlx": _layer_mlx}
+
+
+def layer_case(backend, case: str, dtype: str) -> dict[str, np.ndarray]:
+    """The native layer of ``LAYER_CASES[case]`` in ``backend`` (its module): outputs and masks in
+    evaluation (no noise) and training mode (the given noise), the gradients' scalar and its gradients
+    (training mode, given noise) w.r.t. the input (``grad/input``) and every parameter (spec names), as
+    the matrix's keys ``{case}/{dtype}/...``."""
+    kind, cfg, arrays, h, noises, probe = layer_inputs(case)
+    modes, loss, grads = _LAYER_RUNNERS[backend.__name__](backend, kind, cfg, arrays, dtype, h, noises, probe)
+    out = {f"{case}/{dtype}/loss": np.array(loss)}
+    for mode, (y, masks) in modes.items():
+        out[f"{case}/{dtype}/{mode}/out"] = y
+        for layer, mask in enumerate(masks):
+            out[f"{case}/{dtype}/{mode}/mask{layer}"] = mask
+    out.update({f"{case}/{dtype}/grad/{name}": g for name, g in grads.items()})
+    return out
+
+
 def trajectory_data(steps: int):
     from harness.data import synthetic
 
@@ -78,6 +201,9 @@ def run(name: str, steps: int, device: str | None = None) -> dict[str, np.ndarra
             out[f"{case}/{dtype}/loss"] = np.array(loss)
             for pname, grad in grads.items():
                 out[f"{case}/{dtype}/grad/{pname}"] = grad
+    for case in LAYER_CASES:
+        for dtype in DTYPES:
+            out.update(layer_case(backend, case, dtype))
     for dtype in DTYPES:
         loss, grads = head_case(backend, dtype)
         out[f"lm-head/{dtype}/loss"] = np.array(loss)

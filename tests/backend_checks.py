@@ -8,7 +8,7 @@ import pytest
 from backends.spec import ModelConfig, init_params, rng
 from backends.spec.config import TrainConfig
 from backends.spec.optim import optimizer_state_names
-from harness.parity_cases import ROUTER_CASES, TRANSFORMER_CASES
+from harness.parity_cases import LAYER_CASES, ROUTER_CASES, TRANSFORMER_CASES
 
 
 def check_export_roundtrip_and_shape_errors(backend, cfg: ModelConfig) -> None:
@@ -241,4 +241,22 @@ def check_lm_head_parity(backend) -> dict:
     errors = {dtype: head_errors(*head_case(backend, dtype), ref) for dtype in ("float64", "float32")}
     assert errors["float64"]["loss_rel"] <= 1e-10 and errors["float64"]["grad_rel"] <= 1e-10, errors
     assert errors["float32"]["loss_rel"] <= 1e-5 and errors["float32"]["grad_rel"] <= 1e-4, errors
+    return errors
+
+
+def check_layer_parity(backend, case: str) -> dict:
+    """The native layer of ``harness.parity_cases.LAYER_CASES[case]`` (``from_arrays`` on the spec's arrays)
+    against the float64 reference, as the parity matrix measures it (``harness.parity.layer_errors``):
+    outputs and masks in float32 and float64, training mode with the given noise and evaluation without,
+    within the matrix's forward and mask bounds; float64 gradients w.r.t. the input and every parameter
+    against central differences of the reference (``parity.CENTRAL_DIFFERENCE``), float32 ones within
+    1e-4 of float64 where the selection is the same. Returns the measured errors."""
+    from harness.parity import layer_errors, layer_failures
+    from harness.parity_worker import DTYPES, layer_case
+
+    results = {key: value for dtype in DTYPES for key, value in layer_case(backend, case, dtype).items()}
+    errors = layer_errors(results, case)
+    kind = LAYER_CASES[case][0]
+    assert layer_failures(f"{case} ({kind})", errors) == [], errors
+    assert "layers_gradient_float32_rel" in errors, (kind, errors)  # the float32 selection is the float64 one here
     return errors

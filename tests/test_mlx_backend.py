@@ -31,8 +31,10 @@ from backends.spec.optim import adamw_update, learning_rate
 from harness.parity import mask_disagreement, max_abs_error, max_rel_error, norm_rel_error
 from harness.training import step_noises
 from tests.backend_checks import (
+    LAYER_CASES,
     ROUTER_CASES,
     check_export_roundtrip_and_shape_errors,
+    check_layer_parity,
     check_optimizer_state_continues_training_exactly,
     check_router_parity,
 )
@@ -260,6 +262,11 @@ def test_runtime_info(bm):
 @pytest.mark.parametrize("case", ROUTER_CASES)
 def test_router_parity(bm, case):
     check_router_parity(bm, case)
+
+
+@pytest.mark.parametrize("case", LAYER_CASES)
+def test_native_layer_parity(bm, case):
+    check_layer_parity(bm, case)
 
 
 def test_moue_export_roundtrip(bm):

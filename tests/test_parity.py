@@ -44,3 +44,32 @@ def test_verdicts_catch_injected_errors(torch_results):
     assert matrix["pairs"]["torch | bad"]["trajectory_float32_first_step_over_1e-06"] == 2
     assert matrix["pairs"]["torch | bad"]["trajectory_float64_first_step_over_1e-06"] is None  # 1e-7 < 1e-6
     assert np.isfinite(matrix["backends"]["bad"]["forward_float32_rel"])
+
+
+def test_the_native_layers_are_in_the_matrix_and_one_perturbed_weight_fails_them(torch_results, monkeypatch):
+    """The layer cases are measured (every backend entry has them, within bounds); the same torch layer
+    holding one weight moved by 1e-4, or a gradient 1% off, fails the verdict against the reference."""
+    from backends import load
+    from harness import parity_worker
+    from harness.parity_cases import LAYER_CASES
+
+    matrix = parity.compare({"torch": torch_results})
+    assert parity.verdicts(matrix) == [] and matrix["backends"]["torch"]["layers_gradient_fd"] <= 1.0
+    case = "layer-moue-stack"
+    ref = parity.layer_reference(case)
+    inputs = parity_worker.layer_inputs
+
+    def moved(case):
+        kind, cfg, arrays, *rest = inputs(case)
+        arrays = {**arrays, "pool.experts.w2": arrays["pool.experts.w2"].copy()}
+        arrays["pool.experts.w2"][0, 0, 0] += 1e-4
+        return kind, cfg, arrays, *rest
+
+    monkeypatch.setattr(parity_worker, "layer_inputs", moved)
+    bad = {k: v for dtype in parity_worker.DTYPES for k, v in parity_worker.layer_case(load("torch"), case, dtype).items()}
+    failures = "\n".join(parity.layer_failures("moved", parity.layer_errors(bad, case, ref)))
+    assert "moved: layers_forward_float64_abs" in failures, failures
+    off = {k: v.copy() for k, v in torch_results.items() if k.startswith(f"{case}/")}
+    off[f"{case}/float64/grad/pool.gate.weight"] *= 1.01
+    assert "off: layers_gradient_fd" in "\n".join(parity.layer_failures("off", parity.layer_errors(off, case, ref)))
+    assert set(LAYER_CASES) == {k.split("/")[0] for k in torch_results if k.startswith("layer-")}

@@ -18,8 +18,10 @@ from backends.spec import ModelConfig, RouterConfig, TrainConfig, init_params, r
 from backends.spec.optim import adamw_update
 from harness.parity import mask_disagreement, max_abs_error, max_rel_error
 from tests.backend_checks import (
+    LAYER_CASES,
     ROUTER_CASES,
     check_export_roundtrip_and_shape_errors,
+    check_layer_parity,
     check_optimizer_state_continues_training_exactly,
     check_router_parity,
 )
@@ -153,6 +155,11 @@ def test_export_roundtrip_and_shape_errors(bt):
 @pytest.mark.parametrize("case", ROUTER_CASES)
 def test_router_parity(bt, case):
     check_router_parity(bt, case)
+
+
+@pytest.mark.parametrize("case", LAYER_CASES)
+def test_native_layer_parity(bt, case):
+    check_layer_parity(bt, case)
 
 
 def test_moue_export_roundtrip(bt):
