@@ -36,20 +36,28 @@ class KerasOps(Ops):
     (keras-team/keras#23223, #23704), and the ops that call it lose float64: ``keras.ops.mean``
     computes in float32 on every backend, ``keras.ops.matmul`` returns float32 on PyTorch, and a Python
     scalar in ``keras.ops.where`` becomes a float32 tensor. So ``matmul`` is an ``einsum`` (same
-    contraction, dtype kept), ``mean`` is the base class's sum over the static count, and ``where`` makes its scalars in
-    the other operand's dtype; the float64 parity tests guard the rest.
+    contraction, dtype kept; on PyTorch ``torch.matmul``, which keeps it too and runs a 2-D product
+    as one ``mm``), ``mean`` is the base class's sum over the static count, and ``where`` makes its
+    scalars in the other operand's dtype; the float64 parity tests guard the rest.
     """
 
     name = "keras"
 
     def __init__(self, dtype: str = "float32"):
         self.dtype = keras.backend.standardize_dtype(dtype)
+        self._torch_matmul = None
+        if keras.backend.backend() == "torch":
+            import torch
+
+            self._torch_matmul = torch.matmul
 
     def constant(self, value, like=None):
         dtype = self.dtype if like is None else ops.dtype(like)
         return ops.convert_to_tensor(np.asarray(value), dtype=dtype)
 
     def matmul(self, a, b):
+        if self._torch_matmul is not None:
+            return self._torch_matmul(a, b)  # torch's einsum runs a 2-D product as a bmm with copies
         return ops.einsum("...ij,...jk->...ik", a, b)
 
     def exp(self, x):

@@ -2,8 +2,11 @@
 Keras's stateless API (``model.stateless_call`` + ``optimizer.stateless_apply``), the learning rate
 handed in each step from ``spec.optim.learning_rate``.
 
-Keras has no backend-neutral gradient, so ``value_and_grad`` (and ``no_grad``) are the only places that
-branch on the running backend: ``jax.value_and_grad`` on JAX, ``torch.autograd.grad`` on PyTorch.
+Keras has no backend-neutral gradient, so ``value_and_grad`` (and ``no_grad``) branch on the running
+backend: ``jax.value_and_grad`` on JAX, ``torch.autograd.grad`` on PyTorch. So does ``Trainer``'s update:
+on PyTorch (eager) it is the same AdamW formula in place on the variables' tensors
+(``torch._fused_adamw_``, the kernel of the torch backend's ``torch.optim.AdamW(fused=True)``), not
+``stateless_apply``'s dozen element-wise ops per variable and the copies assigning them back.
 """
 
 from __future__ import annotations
@@ -146,7 +149,8 @@ TORCH_COMPILE_NOTE = (
 
 
 class Trainer:
-    """One AdamW step at a time: gradients, ``SpecAdamW.stateless_apply``, values written back.
+    """One AdamW step at a time: gradients, ``SpecAdamW.stateless_apply``, values written back (on
+    PyTorch: gradients, then ``_torch_step``'s fused AdamW in place on the same variables).
 
     The step is a function of the variables' values (``model.stateless_call``), the batch, the noise and
     the learning rate; ``step`` reads the values from the variables and assigns the results back.
@@ -169,6 +173,33 @@ class Trainer:
         if compile and not self.compiled:
             warnings.warn(TORCH_COMPILE_NOTE, stacklevel=2)
         self._step = compile_fn(self._update) if self.compiled else self._update
+        self._in_place = keras.backend.backend() == "torch"
+
+    def _torch_step(self, x, y, noises, lr: float):
+        """The step on PyTorch: the gradients of the variables' values, then AdamW in place on the
+        variables' own tensors (parameters, ``m``, ``v``; the ``iterations`` counter +1)."""
+        import torch
+
+        model, opt = self.model, self.optimizer
+        params = _values(model.trainable_variables)
+        inputs = (to_tensor(model, x), labels_tensor(model, y), noise_tensors(model, noises))
+        self.traces += 1
+        loss, grads = self._grad(params, _values(model.non_trainable_variables), *inputs)
+        # the fused kernel walks each tensor's memory in order: a gradient must have its parameter's layout
+        # (``torch.autograd.grad`` may return another, e.g. through the concat dispatch's transpose)
+        grads = [g if g.stride() == p.stride() else g.contiguous() for p, g in zip(params, grads)]
+        index = [opt._get_variable_index(v) for v in model.trainable_variables]
+        with torch.no_grad():
+            iterations = opt.iterations.value
+            iterations.add_(1)
+            step = iterations.to(torch.float32)
+            cfg = self.cfg
+            torch._fused_adamw_(
+                params, grads, [opt._m[i].value for i in index], [opt._v[i].value for i in index], [], [step] * len(params),
+                amsgrad=False, lr=lr, beta1=cfg.beta1, beta2=cfg.beta2, weight_decay=cfg.weight_decay, eps=cfg.eps, maximize=False,
+            )  # fmt: skip
+            opt.learning_rate_variable.value.fill_(lr)
+        return loss
 
     def _update(self, trainable, non_trainable, optimizer_values, x, y, noises):
         self.traces += 1
@@ -179,6 +210,8 @@ class Trainer:
 
     def step(self, x, y, noises, lr: float):
         """One optimiser step on batch (x, y) with per-layer gate noise; returns the loss (no host sync)."""
+        if self._in_place:
+            return self._torch_step(x, y, noises, lr)
         model, opt = self.model, self.optimizer
         values = _values(opt.variables)
         values[self._lr_index] = ops.convert_to_tensor(lr, dtype=opt.learning_rate_variable.dtype)
