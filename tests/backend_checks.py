@@ -53,7 +53,7 @@ def check_router_parity(backend, case: str, tokens: int = 128) -> dict:
     """Forward (float64, float32, training and evaluation), masks, loss and gradients of ``ROUTER_CASES[case]``
     against the float64 reference. Returns the measured errors."""
     from backends import reference
-    from harness.parity import max_abs_error, max_rel_error, norm_rel_error, routing_disagreement
+    from harness.parity import norm_rel_error
     from harness.training import step_noises
 
     cfg = ROUTER_CASES[case]
@@ -64,19 +64,7 @@ def check_router_parity(backend, case: str, tokens: int = 128) -> dict:
     errors = {"f64": 0.0, "f32": 0.0}
     same_selection = True
     models = {dtype: backend.build_model(cfg, params, dtype) for dtype in ("float64", "float32")}
-    for noise in (noises, None):
-        ref, ref_routings = reference.forward(params, x, cfg, noise)
-        logits, masks = backend.forward(models["float64"], x, noise)
-        errors["f64"] = max(errors["f64"], max_abs_error(logits, ref))
-        assert len(masks) == len(ref_routings) and all(np.array_equal(m, r.mask) for m, r in zip(masks, ref_routings)), case
-        logits, masks = backend.forward(models["float32"], x, noise)
-        assert logits.dtype == np.float32
-        errors["f32"] = max(errors["f32"], max_rel_error(logits, ref))
-        for layer, (m, r) in enumerate(zip(masks, ref_routings)):
-            noisy = r.probs if noise is None else r.probs + noise[layer]
-            differing, unexplained = routing_disagreement(m, r.mask, noisy, cfg.router)
-            assert unexplained == 0, (case, layer, differing)
-            same_selection &= differing == 0
+    same_selection &= _check_forwards(backend, models, params, x, cfg, noises, errors, case)
     assert errors["f64"] <= 1e-10 and errors["f32"] <= 1e-5, (case, errors)
 
     loss, grads = backend.gradients(models["float64"], x, y, noises)
@@ -152,7 +140,7 @@ def check_transformer_parity(backend, module, case: str, batch: int = 4, steps: 
     ``transformer`` module) against the float64 reference. Returns the measured errors."""
     from backends import reference
     from backends.spec.optim import adamw_update, learning_rate
-    from harness.parity import max_abs_error, max_rel_error, norm_rel_error, routing_disagreement
+    from harness.parity import max_abs_error, max_rel_error, norm_rel_error
     from harness.training import step_noises
 
     cfg = TRANSFORMER_CASES[case]
@@ -165,19 +153,7 @@ def check_transformer_parity(backend, module, case: str, batch: int = 4, steps: 
     models = {dtype: module.build_model(cfg, params, dtype) for dtype in ("float64", "float32")}
     exported = backend.export_params(models["float64"])
     assert list(exported) == list(params) and all(np.array_equal(exported[k], params[k]) for k in params)
-    for noise in (noises, None):
-        ref, ref_routings = reference.forward(params, x, cfg, noise)
-        logits, masks = backend.forward(models["float64"], x, noise)
-        errors["f64"] = max(errors["f64"], max_abs_error(logits, ref))
-        assert len(masks) == len(ref_routings) and all(np.array_equal(m, r.mask) for m, r in zip(masks, ref_routings)), case
-        logits, masks = backend.forward(models["float32"], x, noise)
-        assert logits.dtype == np.float32
-        errors["f32"] = max(errors["f32"], max_rel_error(logits, ref))
-        for layer, (m, r) in enumerate(zip(masks, ref_routings)):
-            noisy = r.probs if noise is None else r.probs + noise[layer]
-            differing, unexplained = routing_disagreement(m, r.mask, noisy, cfg.router)
-            assert unexplained == 0, (case, layer, differing)
-            same_selection &= differing == 0
+    same_selection &= _check_forwards(backend, models, params, x, cfg, noises, errors, case)
     _, _, ref_record = reference.forward_with_probes(params, x, cfg)
     for dtype, key in (("float64", "probes_f64"), ("float32", "probes_f32")):
         _, _, record = module.forward_with_probes(models[dtype], x)
@@ -260,3 +236,27 @@ def check_layer_parity(backend, case: str) -> dict:
     assert layer_failures(f"{case} ({kind})", errors) == [], errors
     assert "layers_gradient_float32_rel" in errors, (kind, errors)  # the float32 selection is the float64 one here
     return errors
+
+
+def _check_forwards(backend, models, params, x, cfg, noises, errors, case) -> bool:
+    """Both dtypes' forwards, with ``noises`` and without, against the float64 reference: the largest float64
+    absolute and float32 relative errors into ``errors``, float64 masks identical, every float32 mask
+    difference explained by float32 rounding at the threshold; whether every selection was the same."""
+    from backends import reference
+    from harness.parity import max_abs_error, max_rel_error, routing_disagreement
+
+    same_selection = True
+    for noise in (noises, None):
+        ref, ref_routings = reference.forward(params, x, cfg, noise)
+        logits, masks = backend.forward(models["float64"], x, noise)
+        errors["f64"] = max(errors["f64"], max_abs_error(logits, ref))
+        assert len(masks) == len(ref_routings) and all(np.array_equal(m, r.mask) for m, r in zip(masks, ref_routings)), case
+        logits, masks = backend.forward(models["float32"], x, noise)
+        assert logits.dtype == np.float32
+        errors["f32"] = max(errors["f32"], max_rel_error(logits, ref))
+        for layer, (m, r) in enumerate(zip(masks, ref_routings)):
+            noisy = r.probs if noise is None else r.probs + noise[layer]
+            differing, unexplained = routing_disagreement(m, r.mask, noisy, cfg.router)
+            assert unexplained == 0, (case, layer, differing)
+            same_selection &= differing == 0
+    return same_selection
