@@ -49,7 +49,10 @@ class KerasOps(Ops):
         if keras.backend.backend() == "torch":
             import torch
 
+            from backends.torch.head import VocabularyBlocks
+
             self._torch_matmul = torch.matmul
+            self.head_blocks = VocabularyBlocks()  # the tensors are torch's: the torch backend's blocked head
 
     def constant(self, value, like=None):
         dtype = self.dtype if like is None else ops.dtype(like)

@@ -102,6 +102,12 @@ class MlxOps(Ops):
 
     # --- the chunked language-model head (``spec.forward.linear_cross_entropy``) ---------------------------
 
+    def subtract_at_labels(self, x, labels, value: float):
+        """A scatter at one entry per row: MLX's CPU element-wise kernels run on one thread (a multiply over a
+        chunk's 33 M logits takes ~70 ms on the 2-core machine), so a vocabulary-wide one-hot costs more than
+        the head's matmuls."""
+        return x.at[mx.arange(x.shape[0]), labels].subtract(value)
+
     def with_gradient(self, fn, inputs: tuple, constants: tuple = (), value=None):
         """``mx.custom_function``: the function returns the value and its gradients (computed together,
         once), its ``vjp`` scales the gradients by the value's cotangent (zeros for the constants)."""

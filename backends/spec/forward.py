@@ -155,12 +155,15 @@ def head_chunks(tokens: int, vocab: int, elements: int | None = None) -> list[tu
 
 def head_sums(ops, h, weight, bias, labels):
     """``(sum of the cross-entropy, number of correct top-1 predictions)`` over the tokens ``h`` (N, d)
-    with integer ``labels`` (N,), chunk by chunk (``cross_entropy``, ``correct_count`` per chunk)."""
+    with integer ``labels`` (N,), chunk by chunk (``ops.cross_entropy_sums``: ``cross_entropy`` and
+    ``correct_count`` of each chunk's logits)."""
+    chunks = head_chunks(ops.shape(h)[0], ops.shape(weight)[-1])
+    if ops.head_blocks is not None:
+        return ops.head_blocks.sums(h, weight, bias, labels, chunks)
     loss = correct = None
-    for start, stop in head_chunks(ops.shape(h)[0], ops.shape(weight)[-1]):
+    for start, stop in chunks:
         z, y = head_logits(ops, ops.rows(h, start, stop), weight, bias), ops.rows(labels, start, stop)
-        part_loss = ops.sum(ops.logsumexp(z, axis=-1) - ops.one_hot_pick(z, y))
-        part_correct = correct_count(ops, z, y)
+        part_loss, part_correct = ops.cross_entropy_sums(z, y)
         loss = part_loss if loss is None else loss + part_loss
         correct = part_correct if correct is None else correct + part_correct
     return loss, correct
@@ -171,9 +174,12 @@ def head_loss_and_grads(ops, h, weight, bias, labels, scale: float):
     ``(loss, (d loss/d h, d loss/d weight, d loss/d bias))``: per chunk the logits ``z``, then
     ``dz = scale (softmax(z) - onehot)`` (``ops.cross_entropy_grad``), ``dh = dz W^T``, ``dW += h^T dz``,
     ``db += sum dz``."""
+    chunks = head_chunks(ops.shape(h)[0], ops.shape(weight)[-1])
+    if ops.head_blocks is not None:
+        return ops.head_blocks.loss_and_grads(h, weight, bias, labels, scale, chunks)
     loss = dweight = dbias = None
     dh = []
-    for start, stop in head_chunks(ops.shape(h)[0], ops.shape(weight)[-1]):
+    for start, stop in chunks:
         hc, y = ops.rows(h, start, stop), ops.rows(labels, start, stop)
         part, dz = ops.cross_entropy_grad(head_logits(ops, hc, weight, bias), y, scale)
         dh.append(ops.matmul(dz, ops.transpose(weight, (1, 0))))

@@ -13,6 +13,9 @@ Capabilities are declared attributes, never probed:
   only), which the sparse expert dispatch needs (``spec.dispatch``).
 - ``expert_dispatch``: how expert mixtures are evaluated, a ``spec.dispatch.METHODS`` name or a dict
   from the hidden width d to one; the default is the spec's ``"concat"``.
+- ``head_blocks``: ``None``, or an object whose ``sums(h, weight, bias, labels, chunks)`` and
+  ``loss_and_grads(h, weight, bias, labels, scale, chunks)`` compute ``spec.forward.head_sums`` and
+  ``head_loss_and_grads`` with the framework's own blocking of the same sums (``backends.torch.head``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class Ops(ABC):
     name = "ops"
     supports_nonzero: bool = False
     expert_dispatch: str | dict = "concat"
+    head_blocks = None
 
     @abstractmethod
     def constant(self, value, like=None):
@@ -143,13 +147,29 @@ class Ops(ABC):
         """``x @ w + b`` (``b`` broadcast over the rows, or a matrix of the product's shape)."""
         return self.matmul(x, w) + b
 
+    def cross_entropy_sums(self, z, labels):
+        """``(sum over rows of logsumexp(z) - z_label, number of rows whose label has the top logit)``: a
+        chunk's summed cross-entropy and top-1 hits (a subclass may work in ``z``'s memory, which the caller
+        no longer reads)."""
+        picked = self.one_hot_pick(z, labels)
+        top = self.max(z, axis=-1, keepdims=True)
+        correct = self.sum(self.to_float(picked >= top[..., 0], z))
+        lse = self.squeeze(top, -1) + self.log(self.sum(self.exp(z - top), axis=-1))
+        return self.sum(lse - picked), correct
+
     def cross_entropy_grad(self, z, labels, scale: float):
         """``(sum over rows of logsumexp(z) - z_label, scale (softmax(z) - one_hot(labels)))``: a chunk's
-        summed cross-entropy and its gradient w.r.t. the logits ``z`` (a subclass may compute the
-        gradient in ``z``'s memory, which the caller no longer reads)."""
-        lse = self.logsumexp(z, axis=-1)
-        loss = self.sum(lse - self.one_hot_pick(z, labels))
-        return loss, (self.exp(z - self.expand_dims(lse, -1)) - self.one_hot(labels, self.shape(z)[-1], z)) * scale
+        summed cross-entropy and its gradient w.r.t. the logits ``z``, from one exp pass (a subclass may
+        compute the gradient in ``z``'s memory, which the caller no longer reads)."""
+        top = self.max(z, axis=-1, keepdims=True)
+        e = self.exp(z - top)
+        total = self.sum(e, axis=-1, keepdims=True)
+        loss = self.sum(self.squeeze(top, -1) + self.log(self.squeeze(total, -1)) - self.one_hot_pick(z, labels))
+        return loss, self.subtract_at_labels(e * (scale / total), labels, scale)
+
+    def subtract_at_labels(self, x, labels, value: float):
+        """``x - value * one_hot(labels)``: ``value`` taken off each row's entry at its label."""
+        return x - self.one_hot(labels, self.shape(x)[-1], x) * value
 
     def with_gradient(self, fn, inputs: tuple, constants: tuple = (), value=None):
         """The scalar ``fn(*inputs, *constants)[0]`` whose gradient w.r.t. ``inputs`` is ``fn``'s own

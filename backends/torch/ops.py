@@ -6,6 +6,8 @@ import torch
 
 from backends.spec.ops import Ops
 
+from .head import VocabularyBlocks
+
 
 class _WithGradient(torch.autograd.Function):
     """``Ops.with_gradient``: the forward computes the value and its gradients at once (no graph), the
@@ -28,6 +30,7 @@ class TorchOps(Ops):
 
     name = "torch"
     supports_nonzero = True
+    head_blocks = VocabularyBlocks()
 
     def __init__(self, dtype: torch.dtype = torch.float32):
         self.dtype = dtype
@@ -124,6 +127,16 @@ class TorchOps(Ops):
 
     def affine(self, x, w, b):
         return torch.addmm(b, x, w) if x.dim() == 2 else torch.matmul(x, w) + b
+
+    def cross_entropy_sums(self, z, labels):
+        """Two passes over ``z`` and one exp, in ``z``'s memory (``torch.logsumexp`` makes two copies)."""
+        if z.requires_grad:
+            return super().cross_entropy_sums(z, labels)
+        picked = z[torch.arange(z.shape[0], device=z.device), labels]
+        top = torch.amax(z, dim=-1)
+        correct = torch.sum(picked >= top, dtype=z.dtype)
+        total = z.sub_(top[:, None]).exp_().sum(dim=-1)
+        return torch.sum(top + torch.log(total) - picked), correct
 
     def cross_entropy_grad(self, z, labels, scale: float):
         """One exp pass, in ``z``'s memory: ``e = exp(z - max)``, ``lse = max + log(sum e)``, then
