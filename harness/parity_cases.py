@@ -5,8 +5,9 @@ tests (``tests/backend_checks.check_router_parity``). ``CONFIGS``: the cases of 
 matrix (``python -m harness parity``, ``harness.parity_worker``): the paper's Small model in both routing
 scopes, a Tiny language model, the MLP, and the baselines and MoUE from ``ROUTER_CASES`` (top-1, DynaMoE
 with its balancing loss and the MoUE-Switch combination stay in the tests alone, to keep the matrix
-quick). ``TRAJECTORIES``: the matrix's training trajectories: DynaMoE (Small, descending) and MoUE
-(trajectory state, a local expert, UELB) routed by Switch (capacity, dropping). ``TRANSFORMER_CASES``:
+quick), and the Transformer with a DynaMoE and with an MoUE feed-forward. ``TRAJECTORIES``: the matrix's
+training trajectories: DynaMoE (Small, descending), MoUE (trajectory state, a local expert, UELB) routed
+by Switch (capacity, dropping), and the Transformer language model with DynaMoE. ``TRANSFORMER_CASES``:
 the Transformer backbone (``spec.transformer``) with each feed-forward (DynaMoE, the dense MLP, MoUE) and
 an ascending top-2 schedule, in every backend's tests (``tests/backend_checks.check_transformer_parity``:
 forward, masks, the probes' inputs, gradients and a short trajectory, under the MLP backbone's tolerances).
@@ -30,24 +31,25 @@ ROUTER_CASES = {
     "moue": ModelConfig(size="tiny", kind="moue", moue=MOUE, router=RouterConfig(balance_weight=0.01)),
     "moue-switch": ModelConfig(size="tiny", kind="moue", moue=MOUE, router=RouterConfig(kind="switch", balance_weight=0.01)),
 }
-CONFIGS = {
-    "small-descending": ModelConfig(),
-    "small-token-scope": ModelConfig(router=RouterConfig(scope="token")),
-    "tiny-lm": ModelConfig(size="tiny", task="lm", vocab_size=97),
-    "small-mlp": ModelConfig(kind="mlp"),
-    **{f"tiny-{case}": ROUTER_CASES[case] for case in ("top2", "switch", "gshard", "expert-choice", "moue")},
-}
-TRAJECTORIES = {
-    "trajectory": ModelConfig(),
-    "trajectory-moue-switch": ROUTER_CASES["moue-switch"],
-}
-
 _LM = {"size": "tiny", "task": "lm", "vocab_size": 97, "backbone": "transformer"}
 TRANSFORMER_CASES = {
     "transformer-dynamoe": ModelConfig(**_LM),
     "transformer-mlp": ModelConfig(**_LM, kind="mlp"),
     "transformer-moue": ModelConfig(**_LM, kind="moue", moue=MOUE, router=RouterConfig(balance_weight=0.01)),
     "transformer-ascending-top2": ModelConfig(**_LM, num_heads=2, schedule=ScheduleConfig("ascending"), router=RouterConfig(kind="topk")),
+}
+CONFIGS = {
+    "small-descending": ModelConfig(),
+    "small-token-scope": ModelConfig(router=RouterConfig(scope="token")),
+    "tiny-lm": ModelConfig(size="tiny", task="lm", vocab_size=97),
+    "small-mlp": ModelConfig(kind="mlp"),
+    **{f"tiny-{case}": ROUTER_CASES[case] for case in ("top2", "switch", "gshard", "expert-choice", "moue")},
+    **{case: TRANSFORMER_CASES[case] for case in ("transformer-dynamoe", "transformer-moue")},
+}
+TRAJECTORIES = {
+    "trajectory": ModelConfig(),
+    "trajectory-moue-switch": ROUTER_CASES["moue-switch"],
+    "trajectory-transformer": TRANSFORMER_CASES["transformer-dynamoe"],
 }
 # The native layers (``backends/<fw>/layers.py``) built by ``from_arrays`` on the spec's arrays, as a user
 # holds them: ``(layer class, ModelConfig)``; ``DynaMoE`` is the config's layer 0 alone, the stacks are its

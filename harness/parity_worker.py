@@ -21,7 +21,7 @@ from backends.spec import ModelConfig, TrainConfig, init_params, rng
 from backends.spec import forward as F
 from backends.spec.optim import learning_rate
 from harness.parity_cases import CONFIGS, HEAD_CASE, LAYER_CASES, TRAJECTORIES
-from harness.training import step_noises
+from harness.training import step_noises, tokens_per_sample
 
 TRAJECTORY_BATCH = 64
 DTYPES = ("float32", "float64")
@@ -176,12 +176,19 @@ def layer_case(backend, case: str, dtype: str) -> dict[str, np.ndarray]:
     return out
 
 
-def trajectory_data(steps: int):
-    from harness.data import synthetic
+def trajectory_data(cfg: ModelConfig, steps: int):
+    """``(x, y, batches)`` of a trajectory: synthetic images, or for a language model random windows of 16
+    tokens (their next tokens as labels), drawn in the spec's batch order."""
+    if cfg.task == "lm":
+        tokens = rng.sample_generator(0).integers(0, cfg.vocab_size, size=(TRAJECTORY_BATCH * 4, 17))
+        x, y = tokens[:, :-1], tokens[:, 1:]
+    else:
+        from harness.data import synthetic
 
-    data = synthetic(0, TRAJECTORY_BATCH * 16, 64)
-    batches = [b for epoch in range(steps) for b in rng.batches(0, epoch, len(data.x_train), TRAJECTORY_BATCH)][:steps]
-    return data, batches
+        data = synthetic(0, TRAJECTORY_BATCH * 16, 64)
+        x, y = data.x_train, data.y_train
+    batches = [b for epoch in range(steps) for b in rng.batches(0, epoch, len(x), TRAJECTORY_BATCH)][:steps]
+    return x, y, batches
 
 
 def run(name: str, steps: int, device: str | None = None) -> dict[str, np.ndarray]:
@@ -209,16 +216,17 @@ def run(name: str, steps: int, device: str | None = None) -> dict[str, np.ndarra
         out[f"lm-head/{dtype}/loss"] = np.array(loss)
         for key, grad in grads.items():
             out[f"lm-head/{dtype}/headgrad/{key}"] = grad
-    data, batches = trajectory_data(steps)
     train_cfg = TrainConfig(batch_size=TRAJECTORY_BATCH)
     for key, cfg in TRAJECTORIES.items():
+        x, y, batches = trajectory_data(cfg, steps)
+        per_sample = tokens_per_sample(cfg, x)
         for dtype in DTYPES:
             model = backend.build_model(cfg, init_params(cfg, 7), dtype)
             trainer = backend.Trainer(model, train_cfg, compile=name == "keras-jax")
             losses = []
             for step, idx in enumerate(batches):
-                noises = step_noises(cfg, 0, step, len(idx))
-                losses.append(trainer.step(data.x_train[idx], data.y_train[idx], noises, learning_rate(step, steps, train_cfg)))
+                noises = step_noises(cfg, 0, step, len(idx) * per_sample)
+                losses.append(trainer.step(x[idx], y[idx], noises, learning_rate(step, steps, train_cfg)))
             out[f"{key}/{dtype}/losses"] = np.array([backend.to_float(v) for v in losses])
     out["runtime"] = np.array(json.dumps({**backend.runtime_info(), "blas": backends.blas_in_use(name)}))
     return out

@@ -184,6 +184,18 @@ def test_lm_rows_limit_memory_and_evaluation_share():
     assert t["eval_share"]["torch lm tiny"]["value"] == pytest.approx(300 / 1400)
     # images: the inference step over 40 test batches against 235 training steps
     assert t["eval_share"]["torch image small"]["value"] == pytest.approx(5 * 40 / (20 * 235 + 5 * 40))
-    assert "| torch | tiny | train | 1100 (1100-1100) |" in bench.lm_table(results, 142.0)
+    assert "| torch | tiny | lm-descending | train | 1100 (1100-1100) |" in bench.lm_table(results, 142.0)
     text = bench.targets_text(bench.targets(results), t)
     assert "evaluation's share" in text and "- torch lm tiny: 21 %: missed" in text
+
+
+def test_lm_variants_time_the_transformer_on_the_first_size():
+    variants = bench.lm_variants(["tiny", "small"])
+    keys = [v["key"] for v in variants]
+    assert keys == [
+        "tiny/lm-descending/train", "tiny/lm-descending/eval", "tiny/transformer-descending/train",
+        "tiny/transformer-descending/eval", "small/lm-descending/train", "small/lm-descending/eval",
+    ]  # fmt: skip
+    transformer = variants[2]["cfg"]
+    assert transformer.backbone == "transformer" and transformer.num_heads == 4 and transformer.schedule.name == "descending"
+    assert variants[0]["cfg"].backbone != "transformer"

@@ -10,11 +10,13 @@ epoch) beside the paper's Table 2 column.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from backends.spec import accounting
 from backends.spec.config import ModelConfig, ScheduleConfig
 from harness.bench.worker import BATCH, LM_BATCH
+from harness.experiments.transformer import HEADS as TRANSFORMER_HEADS
 
 STEPS_PER_EPOCH = math.ceil(60_000 / BATCH)  # 235
 EPOCHS = 20
@@ -61,12 +63,17 @@ def variants(size: str, schedules: list[str]) -> list[dict]:
 
 def lm_variants(sizes: list[str]) -> list[dict]:
     """The language-model steps timed per size: the descending DynaMoE's training and evaluation steps on
-    a batch of ``LM_BATCH`` windows of the GPT-2 vocabulary (each in its own worker process)."""
+    a batch of ``LM_BATCH`` windows of the GPT-2 vocabulary (each in its own worker process), and for the
+    first size the same on the Transformer backbone (``transformer-schedules``' model, 4 heads)."""
     out = []
-    for size in sizes:
+    for i, size in enumerate(sizes):
         cfg = ModelConfig(size=size, task="lm", vocab_size=50_257, schedule=ScheduleConfig("descending"))
-        for mode in ("train", "eval"):
-            out.append({"label": "lm-descending", "size": size, "mode": mode, "key": f"{size}/lm-descending/{mode}", "cfg": cfg})
+        models = [("lm-descending", cfg)]
+        if i == 0:
+            models.append(("transformer-descending", dataclasses.replace(cfg, backbone="transformer", num_heads=TRANSFORMER_HEADS)))
+        for label, model in models:
+            for mode in ("train", "eval"):
+                out.append({"label": label, "size": size, "mode": mode, "key": f"{size}/{label}/{mode}", "cfg": model})
     return out
 
 
@@ -118,8 +125,8 @@ def derive_lm(results: dict[str, dict], peak: float) -> None:
             row["tokens_per_s"] = LM_BATCH[0] * LM_BATCH[1] / (row["ms"] / 1e3)
 
 
-def _lm_row(result: dict, size: str, mode: str) -> dict | None:
-    rows = [r for r in result.get("lm_rows", []) if (r["size"], r["mode"]) == (size, mode)]
+def _lm_row(result: dict, size: str, mode: str, label: str = "lm-descending") -> dict | None:
+    rows = [r for r in result.get("lm_rows", []) if (r["size"], r["mode"], r["label"]) == (size, mode, label)]
     return rows[0] if rows else None
 
 

@@ -69,21 +69,23 @@ def lm_table(results: dict[str, dict], peak: float) -> str:
     if not rows:
         return ""
     lines = [
-        f"Language model (descending DynaMoE, GPT-2 vocabulary 50,257, batch {LM_BATCH[0]} x {LM_BATCH[1]} tokens; each step "
+        f"Language model (descending DynaMoE on the MLP backbone (lm-descending) and on the Transformer backbone with 4 heads "
+        f"(transformer-descending), GPT-2 vocabulary 50,257, batch {LM_BATCH[0]} x {LM_BATCH[1]} tokens; each step "
         f"alone in its own worker process, median of one-step samples). Head limit: the head's forward + backward "
         f"(training) or forward (evaluation) FLOPs at {peak:.1f} GFLOP/s.",
         "",
-        "| backend | size | step | ms/step (min-max) | tokens/s | head limit ms | x limit | peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| backend | size | model | step | ms/step (min-max) | tokens/s | head limit ms | x limit | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows:
         label = name + (" (compiled)" if results[name].get("compile") else "")
         if "error" in row:
-            lines.append(f"| {label} | {row['size']} | {row['mode']} | {row['error']} | | | | |")
+            lines.append(f"| {label} | {row['size']} | {row['label']} | {row['mode']} | {row['error']} | | | | |")
             continue
         cells = [
             label,
             row["size"],
+            row["label"],
             row["mode"],
             f"{row['ms']:.0f} ({row['ms_min']:.0f}-{row['ms_max']:.0f})",
             f"{row['tokens_per_s']:,.0f}",
