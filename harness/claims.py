@@ -411,8 +411,8 @@ def judgements(records: list[dict], alpha: float = ALPHA) -> list[Judgement]:
 
 
 def _where(protocol: tuple) -> tuple[str, str]:
-    backend, dataset, epochs, cut = protocol
-    return backend, f"{report._title(dataset)}, {epochs} ep" + (f", first {cut:,}" if cut else "")
+    backend, dataset, epochs, cut, patience = protocol
+    return backend, f"{report._title(dataset)}, {epochs} ep" + (f", first {cut:,}" if cut else "") + (f", patience {patience}" if patience else "")
 
 
 def table(js: list[Judgement]) -> list[str]:

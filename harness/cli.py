@@ -212,7 +212,7 @@ def cmd_train(args) -> int:
             "test_samples": len(data.x_test),
             "seed": args.seed,
             "model": dataclasses.asdict(cfg),
-            "train": dataclasses.asdict(train_cfg),
+            "train": train_cfg.as_dict(),
             "parameters": accounting.parameter_count(cfg),
             "epochs": [r.as_dict() for r in history],
             "environment": fingerprint(backend.runtime_info()),
@@ -353,7 +353,8 @@ def cmd_run(args) -> int:
     writable_dir(_results(args), "--results-dir")
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     _check_executor_args(args)
-    runs = on_hardware(plan(source, names, seeds, args.epochs, args.dataset, args.quick, args.num_samples), args.hardware)
+    configs = plan(source, names, seeds, args.epochs, args.dataset, args.quick, args.num_samples, args.patience)
+    runs = on_hardware(configs, args.hardware)
     if not args.dataset and not (args.executor == "ray" and args.ray_address):  # a cluster's nodes hold their own data
         _require_data(source, runs, args.data_dir)
     with _executor(args) as executor:
@@ -457,8 +458,8 @@ def _require_data(experiment, runs, data_dir) -> None:
             locate(name, data_dir).require()
         except DataError as exc:
             raise ValueError(
-                f"{experiment.name} needs {name}, which is not here ({exc}). Fetch it with `python -m harness data fetch {name}` "
-                f"or give --data-dir, or run the protocol on another dataset with --dataset (e.g. fashion_mnist)"
+                f"{experiment.name} needs {name}, which is not here: {exc}\n"
+                f"Or run the protocol on another dataset with --dataset (e.g. fashion_mnist)."
             ) from exc
 
 
@@ -511,7 +512,7 @@ def cmd_figures(args) -> int:
                 print(f"{name}: no runs yet; produce them with: {_run_hint(source, args)}")
                 continue
             protocol, rows = max(groups.items(), key=lambda kv: (sum(len(r) for _, r in kv[1]), str(kv[0])))
-            backend, dataset, epochs, cut = protocol
+            backend, dataset, epochs, cut, _patience = protocol
             title = f"{fig_exp.paper_ref}: {fig_exp.title}\n{backend}, {dataset}, {epochs} epochs" + (
                 f", first {cut:,} samples" if cut else ""
             )
@@ -570,6 +571,13 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the paper's protocol, 20 or 25)")
     p.add_argument("--dataset", default=None, help="run the protocol on this dataset instead of the paper's")
     p.add_argument("--num-samples", type=positive_int, default=None, help="keep the first N training samples")
+    p.add_argument(
+        "--patience",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="early stopping: end a run when its held-out metric (perplexity, or accuracy) has not improved for N epochs",
+    )
     p.add_argument("--quick", action="store_true", help="2 epochs on 2,000 images (64 text windows), seed 0: a smoke run")
     p.add_argument(
         "--only",

@@ -1,7 +1,7 @@
 """Paper-vs-measured tables from the store: Markdown, CSV and LaTeX (``python -m harness report``).
 
 Runs are matched to an experiment's rows by their full model and training configs; they are grouped
-by protocol (backend, dataset, epochs, training-set cut), one table each. Every cell is mean +- sample
+by protocol (backend, dataset, epochs, training-set cut, early-stopping patience), one table each. Every cell is mean +- sample
 standard deviation over the seeds found; the verdict compares the paper's value with the seed spread:
 ``within`` when |measured mean - paper| <= 2 std + the paper's rounding (at least 2 seeds), ``outside``
 otherwise, and ``other dataset`` where the paper's number was measured on other data than ours (what our
@@ -42,7 +42,7 @@ class Section:
     rows: list[list[str]]
     notes: list[str] = field(default_factory=list)
     summary_columns: list[int] = field(default_factory=list)  # labels, runs, the judged metric, verdict
-    protocol: tuple | None = None  # (backend, dataset, epochs, cut) of its runs; None for spec-only tables
+    protocol: tuple | None = None  # (backend, dataset, epochs, cut, patience) of its runs; None for spec-only tables
 
     def summary(self) -> tuple[list[str], list[list[str]]]:
         cols = self.summary_columns or list(range(len(self.headers)))
@@ -55,14 +55,16 @@ def _title(dataset: str) -> str:
 
 
 def _protocol(record: dict) -> tuple:
+    """``(backend, dataset, epochs, cut, patience)`` of a record's run (cut 0: the whole training set;
+    patience ``None``: no early stopping)."""
     s = record["spec"]
-    return (s["backend"], s["dataset"], s["train"]["epochs"], s["num_samples"] or 0)
+    return (s["backend"], s["dataset"], s["train"]["epochs"], s["num_samples"] or 0, s["train"].get("patience"))
 
 
-def _row_configs(row: Row, dataset: str, epochs: int) -> tuple:
+def _row_configs(row: Row, dataset: str, epochs: int, patience: int | None = None) -> tuple:
     """(model, train, the source run's configs or None) of ``row``'s runs, as a run record stores them."""
-    source = None if row.init_from is None else _row_configs(row.init_from, dataset, epochs)
-    return row.model_config(dataset).as_dict(), dataclasses.asdict(row.train_config(dataset, epochs)), source
+    source = None if row.init_from is None else _row_configs(row.init_from, dataset, epochs, patience)
+    return row.model_config(dataset).as_dict(), row.train_config(dataset, epochs, patience).as_dict(), source
 
 
 def _record_configs(config: dict) -> tuple:
@@ -75,13 +77,13 @@ def match(experiment: Experiment, records: list[dict]) -> dict[tuple, list[tuple
     groups: dict[tuple, dict[int, list[dict]]] = {}
     for record in records:
         s = record["spec"]
-        dataset, epochs = s["dataset"], s["train"]["epochs"]
+        dataset, epochs, patience = s["dataset"], s["train"]["epochs"], s["train"].get("patience")
         if dataset not in TRAINABLE:
             continue
         for i, row in enumerate(experiment.rows):
             if (row.dataset or experiment.dataset) != dataset and (row.dataset or task_of(dataset) != task_of(experiment.dataset)):
                 continue
-            if _record_configs(s) == _row_configs(row, dataset, epochs):
+            if _record_configs(s) == _row_configs(row, dataset, epochs, patience):
                 groups.setdefault(_protocol(record), {}).setdefault(i, []).append(record)
     return {
         protocol: [(row, sorted(rows.get(i, []), key=lambda r: r["spec"]["seed"])) for i, row in enumerate(experiment.rows)]
@@ -129,7 +131,7 @@ def _paper_dataset(experiment: Experiment, dataset: str) -> str:
 
 
 def _header(experiment: Experiment, protocol: tuple, seeds: list[int]) -> tuple[str, list[str]]:
-    backend, dataset, epochs, cut = protocol
+    backend, dataset, epochs, cut, patience = protocol
     paper_dataset = _paper_dataset(experiment, dataset)
     title = f"{experiment.paper_ref}: {experiment.title} — {backend}, {_title(dataset)}, {epochs} epochs"
     notes = [f"Seeds: {', '.join(map(str, seeds)) or '-'}; mean ± sample std over seeds; verdict: paper within {SPREAD:g} std of ours."]
@@ -140,6 +142,9 @@ def _header(experiment: Experiment, protocol: tuple, seeds: list[int]) -> tuple[
         stated = "the paper does not state its language-modelling epochs; " if task_of(dataset) == "lm" else ""
         change = "Shortened" if epochs < full else "Changed"
         notes.append(f"{change} protocol: {epochs} epochs, not {full} ({stated}`{EPOCHS_SOURCE}`).")
+    if patience:
+        metric = "perplexity" if task_of(dataset) == "lm" else "test accuracy"
+        notes.append(f"Early stopping: a run ends once its held-out {metric} has not improved for {patience} epochs (at most {epochs}).")
     if paper_dataset != dataset:
         notes.append(
             f"The paper's numbers are on {_title(paper_dataset)}; ours on {_title(dataset)} (the paper's data are not on "
@@ -153,9 +158,10 @@ def _header(experiment: Experiment, protocol: tuple, seeds: list[int]) -> tuple[
 
 def _resume_command(experiment: Experiment, protocol: tuple, seeds: list[int]) -> str:
     """The ``harness run`` line that completes ``protocol``'s runs (finished ones are skipped)."""
-    backend, dataset, epochs, cut = protocol
+    backend, dataset, epochs, cut, patience = protocol
     command = f"python -m harness run {experiment.name} --backend {backend} --dataset {dataset} --epochs {epochs}"
-    return command + (f" --num-samples {cut}" if cut else "") + f" --seeds {' '.join(map(str, seeds))}"
+    command += (f" --num-samples {cut}" if cut else "") + (f" --patience {patience}" if patience else "")
+    return command + f" --seeds {' '.join(map(str, seeds))}"
 
 
 def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
@@ -235,6 +241,9 @@ def _run_notes(experiment: Experiment, rows: list[tuple[Row, list[dict]]], recor
             f"Shared runs: some of these {len(recs)} runs also fill rows of {others} (a config is trained once and "
             "shown wherever it appears): those tables are not independent evidence."
         )
+    stopped = sorted(len(r["epochs"]) for r in recs if r["spec"]["train"].get("patience") and len(r["epochs"]) < r["spec"]["train"]["epochs"])
+    if stopped:
+        notes.append(f"Stopped early: {len(stopped)} of {len(recs)} runs, after {', '.join(map(str, stopped))} epochs.")
     lm = [r for r in recs if r["summary"].get("best_ppl") is not None and r["spec"]["model"]["task"] == "lm"]
     if lm:
         still = sum(1 for r in lm if r["summary"]["best_ppl"] == r["summary"]["final_ppl"])

@@ -57,19 +57,20 @@ def plan(
     dataset: str | None = None,
     quick: bool = False,
     num_samples: int | None = None,
+    patience: int | None = None,
 ) -> list[RunConfig]:
     """The distinct runs of ``experiment`` on ``backends`` x ``seeds`` (``quick``: 2 epochs, a cut
-    training set; the records say so through their config)."""
+    training set; ``patience``: early stopping; the records say so through their config)."""
     if not experiment.rows:
         return []
-    for name, value in (("epochs", epochs), ("num_samples", num_samples)):
+    for name, value in (("epochs", epochs), ("num_samples", num_samples), ("patience", patience)):
         if value is not None and value < 1:
             raise ValueError(f"{name} = {value}: give 1 or more (or leave it out for the protocol's)")
     if quick:
         epochs = epochs or QUICK_EPOCHS
     configs: dict[str, RunConfig] = {}
     for backend in backends:
-        for _row, config in experiment.runs(backend, seeds, epochs, dataset):
+        for _row, config in experiment.runs(backend, seeds, epochs, dataset, patience=patience):
             cut = num_samples or (QUICK_SAMPLES[config.model.task] if quick else None)
             if cut is not None:
                 config = _with_cut(config, cut)

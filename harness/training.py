@@ -162,6 +162,18 @@ def train(
         history.append(result)
         if on_epoch:
             on_epoch(result)
+        if stalled(history, train_cfg.patience, cfg.task):
+            break
         if on_checkpoint and epoch + 1 < train_cfg.epochs:
             on_checkpoint(Checkpoint(list(history), backend.export_params(model), trainer.optimizer_state()))
     return history, model
+
+
+def stalled(history: list[EpochResult], patience: int | None, task: str) -> bool:
+    """Early stopping (``TrainConfig.patience``): the held-out metric (perplexity in language modelling,
+    else accuracy) has not improved on its best for ``patience`` epochs. Ties are no improvement."""
+    if not patience or len(history) <= patience:
+        return False
+    scores = [-r.perplexity if task == "lm" else r.test_accuracy for r in history]
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))  # the first epoch reaching the best
+    return len(scores) - 1 - best >= patience

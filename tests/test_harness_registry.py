@@ -112,7 +112,7 @@ def test_report_says_when_epochs_differ_from_the_protocol(dataset, epochs, expec
     from harness.report import _header
 
     experiment = get("table5") if dataset == "wikitext2" else get("table4")
-    _, notes = _header(experiment, ("torch", dataset, epochs, 0), [0])
+    _, notes = _header(experiment, ("torch", dataset, epochs, 0, None), [0])
     said = [n for n in notes if "protocol:" in n and "epochs" in n]
     if expected is None:
         assert said == []

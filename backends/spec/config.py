@@ -296,6 +296,14 @@ class TrainConfig:
     batch_size: int = 256
     epochs: int = 20
     eval_batch_size: int = 256
+    patience: int | None = None  # stop when the held-out metric has not improved for this many epochs
+
+    def as_dict(self) -> dict:
+        """The fields, ``patience`` only when set (so the keys of runs without early stopping stay as they were)."""
+        out = dataclasses.asdict(self)
+        if self.patience is None:
+            del out["patience"]
+        return out
 
     def __post_init__(self) -> None:
         if not isinstance(self.lr, (int, float)) or not self.lr > 0:
@@ -311,3 +319,5 @@ class TrainConfig:
         check_int("TrainConfig", "batch_size", self.batch_size, 1)
         check_int("TrainConfig", "epochs", self.epochs, 1)
         check_int("TrainConfig", "eval_batch_size", self.eval_batch_size, 1)
+        if self.patience is not None:
+            check_int("TrainConfig", "patience", self.patience, 1)

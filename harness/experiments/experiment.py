@@ -40,9 +40,9 @@ class Row:
         dims.update({"vocab_size": d.outputs} if task == "lm" else {"num_classes": d.outputs})
         return ModelConfig(**dims, schedule=ScheduleConfig(**self.schedule), router=RouterConfig(**self.router), **self.model)
 
-    def train_config(self, dataset: str, epochs: int) -> TrainConfig:
+    def train_config(self, dataset: str, epochs: int, patience: int | None = None) -> TrainConfig:
         batch = protocol_batch_size(dataset)
-        return TrainConfig(**{"batch_size": batch, "eval_batch_size": batch, "epochs": epochs, **self.train})
+        return TrainConfig(**{"batch_size": batch, "eval_batch_size": batch, "epochs": epochs, "patience": patience, **self.train})
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,10 @@ class Experiment:
         dataset: str | None = None,
         num_samples: int | None = None,
         dtype: str = "float32",
+        patience: int | None = None,
     ) -> list[tuple[Row, RunConfig]]:
-        """Every (row, run) of this experiment for one backend: rows x seeds on the chosen dataset(s)."""
+        """Every (row, run) of this experiment for one backend: rows x seeds on the chosen dataset(s);
+        ``patience``: early stopping (``TrainConfig.patience``)."""
         out = []
         chosen = self.datasets(dataset)
         for row in self.rows:
@@ -121,14 +123,15 @@ class Experiment:
                     continue
                 ep = epochs or protocol_epochs(name)
                 for seed in seeds:
-                    out.append((row, self._run(row, backend, name, seed, ep, num_samples, dtype)))
+                    out.append((row, self._run(row, backend, name, seed, ep, num_samples, dtype, patience)))
         return out
 
     @classmethod
-    def _run(cls, row: Row, backend, dataset, seed, epochs, num_samples, dtype) -> RunConfig:
-        """``row``'s run, with its ``init_from`` row's run (same backend, data, seed, epochs) as the source."""
-        source = None if row.init_from is None else cls._run(row.init_from, backend, dataset, seed, epochs, num_samples, dtype)
-        return RunConfig(backend, dataset, seed, row.model_config(dataset), row.train_config(dataset, epochs), num_samples, dtype, source)
+    def _run(cls, row: Row, backend, dataset, seed, epochs, num_samples, dtype, patience=None) -> RunConfig:
+        """``row``'s run, with its ``init_from`` row's run (same backend, data, seed, epochs, patience) as the source."""
+        source = None if row.init_from is None else cls._run(row.init_from, backend, dataset, seed, epochs, num_samples, dtype, patience)
+        train = row.train_config(dataset, epochs, patience)
+        return RunConfig(backend, dataset, seed, row.model_config(dataset), train, num_samples, dtype, source)
 
     def paper_row(self, row: Row, layer: int | None = None) -> dict | None:
         """The paper's entry for ``row`` (and ``layer``, in Table 6's per-layer rows), or ``None``."""

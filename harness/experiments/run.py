@@ -41,7 +41,7 @@ class RunConfig:
             "seed": self.seed,
             "dtype": self.dtype,
             "model": self.model.as_dict(),  # the backbone fields only for a Transformer (keys unchanged)
-            "train": dataclasses.asdict(self.train),
+            "train": self.train.as_dict(),
         }
         if self.init_from is not None:  # absent otherwise, so the keys of runs from scratch stay as they were
             out["init_from"] = self.init_from.as_dict()
