@@ -120,3 +120,27 @@ def test_the_report_prints_the_analysis_after_the_tables():
     assert report.analysis(experiment, []) == ["## Analysis", "", X.analysis_lines([])[0], ""]
     assert "tau -1.00" in "\n".join(report.analysis(experiment, synthetic()))
     assert report.analysis(get("table2"), synthetic()) == []  # an experiment without one prints nothing
+
+
+def test_permutation_p_is_exact_for_small_samples_and_regenerates():
+    assert X.permutation_p(X.spearman, range(5), range(5)) == pytest.approx(2 / 120)  # only the two monotone orders
+    assert X.permutation_p(X.kendall_tau, [1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(2 / 24)
+    assert X.permutation_p(X.spearman, [1, 1, 1], [1, 2, 3]) is None
+    a, b = list(range(12)), [0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10]
+    p = X.permutation_p(X.spearman, a, b)
+    assert p == X.permutation_p(X.spearman, a, b) and 0 < p < 0.001  # drawn from the spec's generator: the same each time
+
+
+def test_answers_state_each_question_with_its_test():
+    recs = synthetic()
+    pooled = X.pooled_trends(recs)["Small"]["feature_load"]
+    assert pooled["n"] == 15 and pooled["rising"] == 15 and pooled["sign_p"] == pytest.approx(2 / 2**15)
+    text = "\n".join(X.answers(recs))
+    assert "(a) Small" in text and "feature_load rises" in text and "is not contradicted" in text
+    assert "(b) Small: across 9 DynaMoE runs" in text and "supported" in text  # ascending: best aligned and best PPL
+    assert "(c) Small: a different ranking" in text and "best on the Transformer Ascending, on the MLP backbone Descending" in text
+    falling = [
+        {**r, "summary": {**r["summary"], "probes": list(reversed(r["summary"]["probes"]))}} if r["summary"]["probes"] else r
+        for r in recs
+    ]
+    assert "The prediction (flat or rising) is contradicted" in "\n".join(X.answers(falling))

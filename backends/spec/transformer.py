@@ -27,6 +27,14 @@ then the core's final LayerNorm (with gamma, beta) and head. Decisions:
   constant logit offset ``beta W_g``), and it keeps the core's initialisation rules unchanged.
 - **Routing**: every position is a token of the layer's routing batch (N = B*T), as in the MLP
   backbone's language model, so noise, masks and statistics have the same shapes.
+- **Causality of the percentile**: under the paper's ``scope="batch"`` the threshold (Eq. 4) is one
+  percentile of the gate values of all B*T tokens, later positions included, so a token's expert count
+  depends on tokens it may not attend to, like a batch statistic in training. What leaks is one scalar
+  per layer and batch, drawn from 4,096 tokens; no token's own prediction can read a later token's value
+  through it beyond moving that scalar. It stays the default so the schedules are the paper's rule on
+  both backbones; ``RouterConfig(scope="token")`` (the per-token reading, causal by construction) runs
+  the same experiment without it. Evaluation uses fixed batches of held-out windows, so a reported
+  perplexity does not depend on what else was evaluated.
 - **MoUE**: the trajectory state runs along the layers as in ``spec.moue``, updated after each layer's
   feed-forward; its router reads ``[LN(u_l) ; r_l]``.
 - **FLOPs** (``layer_flops``): the feed-forward's plus the four ``d x d`` maps (``8 d^2``) and the scores

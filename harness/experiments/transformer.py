@@ -26,11 +26,13 @@ The analysis (functions of run records, so it is tested on synthetic ones; ``ana
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 
 import numpy as np
 
+from backends.spec import rng
 from backends.spec.config import MoUEConfig, model_size
 from backends.spec.schedules import expert_counts
 
@@ -51,6 +53,9 @@ SCHEDULES = (
 )
 PROBES = ("attention_entropy", "attention_distance", "head_specialisation", "feature_load", "superposition_pressure")
 PROFILE_PROBES = ("feature_load", "attention_distance")  # the diversity profiles (b) aligns schedules with
+TREND_PROBES = ("feature_load", "superposition_pressure", "attention_distance")  # what the prediction is about
+ALPHA = 0.05  # two-sided, for every answer below
+PERMUTATIONS = 10_000  # random orderings where exact enumeration is too long (n > 8)
 
 
 def _row(size: str, label: str, schedule: str | None) -> Row:
@@ -103,12 +108,11 @@ def ranks(values) -> np.ndarray:
     """Ranks 1..n, ties given their average rank."""
     v = np.asarray(values, dtype=np.float64)
     order = np.argsort(v, kind="mergesort")
-    out = np.empty(len(v))
-    out[order] = np.arange(1, len(v) + 1)
-    for value in np.unique(v):
-        tied = v == value
-        out[tied] = out[tied].mean()
-    return out
+    first = np.r_[True, v[order][1:] != v[order][:-1]]  # where each run of equal values starts
+    dense = np.empty(len(v), dtype=np.int64)
+    dense[order] = np.cumsum(first)
+    bounds = np.r_[np.nonzero(first)[0], len(v)]
+    return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)  # the mean of a tie's first and last rank
 
 
 def spearman(a, b) -> float | None:
@@ -184,6 +188,25 @@ def t_test(values) -> tuple[float, float] | None:
     t = float(v.mean() / (sd / math.sqrt(len(v))))
     df = len(v) - 1
     return t, float(_betainc(df / 2.0, 0.5, df / (df + t * t)))
+
+
+def permutation_p(statistic, a, b, draws: int = PERMUTATIONS, seed: int = 0) -> float | None:
+    """Two-sided permutation p of ``statistic(a, b)`` (a rank correlation) against ``b`` reordered: exact
+    over all orderings for n <= 7, else ``(1 + as extreme) / (1 + draws)`` over ``draws`` orderings from
+    the spec's generator ``seed`` (so it regenerates); ``None`` where the statistic is undefined."""
+    observed = statistic(a, b)
+    if observed is None:
+        return None
+    b = np.asarray(b, dtype=np.float64)
+    exact = len(b) <= 7
+    if exact:
+        orders = (list(p) for p in itertools.permutations(range(len(b))))
+    else:
+        gen = rng.sample_generator(seed)
+        orders = (gen.permutation(len(b)) for _ in range(draws))
+    values = [v for v in (statistic(a, b[list(order)]) for order in orders) if v is not None]
+    extreme = sum(1 for v in values if abs(v) >= abs(observed) - 1e-12)
+    return extreme / len(values) if exact else (1 + extreme) / (1 + len(values))
 
 
 # --- the analysis of run records -------------------------------------------------------------------------
@@ -294,6 +317,92 @@ def ranking_agreement(records: list[dict]) -> dict:
     return out
 
 
+def pooled_trends(records: list[dict], probes: tuple[str, ...] = TREND_PROBES) -> dict:
+    """(a) over every Transformer run of a size (all feed-forwards): ``{size: {probe: {"n", "mean", "rising",
+    "falling", "sign_p", "t_p"}}}`` of the runs' Spearman rho of the probe against depth."""
+    per_size: dict = defaultdict(lambda: defaultdict(list))
+    for (size, _schedule), per_probe in depth_trends(records, probes).items():
+        for probe, stats in per_probe.items():
+            per_size[size][probe] += [v for v in stats["rho"] if v is not None]
+    out = {}
+    for size, per_probe in per_size.items():
+        out[size] = {}
+        for probe, rhos in per_probe.items():
+            test = t_test(rhos)
+            out[size][probe] = {
+                "n": len(rhos),
+                "mean": float(np.mean(rhos)) if rhos else None,
+                "rising": sum(1 for v in rhos if v > 0),
+                "falling": sum(1 for v in rhos if v < 0),
+                "sign_p": sign_test(rhos),
+                "t_p": None if test is None else test[1],
+            }
+    return out
+
+
+def run_alignment(records: list[dict], probe: str = "feature_load") -> dict:
+    """(b) run by run: per size ``{"n", "rho", "p"}``, Spearman's rho between each DynaMoE run's alignment (its
+    schedule's counts against the dense baseline's ``probe`` profile) and its -perplexity, with
+    ``permutation_p``."""
+    out = {}
+    runs = transformer_records(records)
+    for size, a in schedule_alignment(records, probe).items():
+        pairs = [
+            (a["alignment"][_label(r)[1]], -r["summary"]["final_ppl"])
+            for r in runs
+            if _label(r)[0] == size and r["spec"]["model"]["kind"] == "dynamoe" and _label(r)[1] in a["alignment"]
+        ]
+        if len(pairs) < 3:
+            continue
+        x, y = zip(*pairs)
+        out[size] = {"n": len(pairs), "rho": spearman(x, y), "p": permutation_p(spearman, x, y)}
+    return out
+
+
+def _significance(mean, p) -> str:
+    if mean is None or p is None or p >= ALPHA or mean == 0:
+        return "inconclusive"
+    return "positive" if mean > 0 else "negative"
+
+
+def answers(records: list[dict]) -> list[str]:
+    """Section 7.6's three questions answered from the runs, each with its test (two-sided, alpha ``ALPHA``)."""
+    lines = [f"Answers (two-sided tests, alpha = {ALPHA:g}; the seeds' spread is in the tables above):", ""]
+    for size, per_probe in sorted(pooled_trends(records).items()):
+        parts = []
+        for probe in TREND_PROBES:
+            s = per_probe.get(probe)
+            if not s or not s["n"]:
+                continue
+            trend = {"positive": "rises", "negative": "falls", "inconclusive": "no significant trend"}[_significance(s["mean"], s["sign_p"])]
+            parts.append(
+                f"{probe} {trend} (mean rho {s['mean']:+.2f}; up in {s['rising']}, down in {s['falling']} of {s['n']} runs; "
+                f"sign test p {_fmt(s['sign_p'], '{:.2g}')})"
+            )
+        falls = [p for p in TREND_PROBES if p in per_probe and _significance(per_probe[p]["mean"], per_probe[p]["sign_p"]) == "negative"]
+        verdict = "contradicted" if falls else "not contradicted"
+        lines.append(f"- (a) {size}, depth profiles over all its runs: {'; '.join(parts)}. The prediction (flat or rising) is {verdict}.")
+    for size, r in sorted(run_alignment(records).items()):
+        a = schedule_alignment(records)[size]
+        sign = _significance(r["rho"], r["p"])
+        verdict = {"positive": "supported", "negative": "contradicted", "inconclusive": "inconclusive"}[sign]
+        lines.append(
+            f"- (b) {size}: across {r['n']} DynaMoE runs, alignment with the dense baseline's feature_load profile against "
+            f"-perplexity: rho {_fmt(r['rho'])} (permutation p {_fmt(r['p'], '{:.2g}')}); best aligned {a['best_aligned']}, best "
+            f"perplexity {a['best_ppl']}: {verdict}."
+        )
+    for size, c in sorted(ranking_agreement(records).items()):
+        p = permutation_p(kendall_tau, c["transformer_ppl"], c["mlp_ppl"])
+        best_here = c["schedules"][int(np.argmin(c["transformer_ppl"]))]
+        best_mlp = c["schedules"][int(np.argmin(c["mlp_ppl"]))]
+        same = "the same" if c["tau"] == 1.0 else "a different"
+        lines.append(
+            f"- (c) {size}: {same} ranking of {', '.join(c['schedules'])} (tau {_fmt(c['tau'])}, exact permutation p "
+            f"{_fmt(p, '{:.2g}')}); best on the Transformer {best_here}, on the MLP backbone {best_mlp}."
+        )
+    return lines
+
+
 def _fmt(value, spec: str = "{:+.2f}") -> str:
     return "-" if value is None else spec.format(value)
 
@@ -327,4 +436,4 @@ def analysis_lines(records: list[dict]) -> list[str]:
         lines.append("- no size with both backbones' runs")
     for size, c in agreement.items():
         lines.append(f"- {size}: {', '.join(c['schedules'])}: tau {_fmt(c['tau'])}")
-    return lines
+    return lines + [""] + answers(records)
