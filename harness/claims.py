@@ -412,7 +412,8 @@ def judgements(records: list[dict], alpha: float = ALPHA) -> list[Judgement]:
 
 def _where(protocol: tuple) -> tuple[str, str]:
     backend, dataset, epochs, cut, patience = protocol
-    return backend, f"{report._title(dataset)}, {epochs} ep" + (f", first {cut:,}" if cut else "") + (f", patience {patience}" if patience else "")
+    where = f"{report._title(dataset)}, {epochs} ep" + (f", first {cut:,}" if cut else "")
+    return backend, where + (f", patience {patience}" if patience else "")
 
 
 def table(js: list[Judgement]) -> list[str]:

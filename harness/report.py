@@ -241,7 +241,9 @@ def _run_notes(experiment: Experiment, rows: list[tuple[Row, list[dict]]], recor
             f"Shared runs: some of these {len(recs)} runs also fill rows of {others} (a config is trained once and "
             "shown wherever it appears): those tables are not independent evidence."
         )
-    stopped = sorted(len(r["epochs"]) for r in recs if r["spec"]["train"].get("patience") and len(r["epochs"]) < r["spec"]["train"]["epochs"])
+    stopped = sorted(
+        len(r["epochs"]) for r in recs if r["spec"]["train"].get("patience") and len(r["epochs"]) < r["spec"]["train"]["epochs"]
+    )
     if stopped:
         notes.append(f"Stopped early: {len(stopped)} of {len(recs)} runs, after {', '.join(map(str, stopped))} epochs.")
     lm = [r for r in recs if r["summary"].get("best_ppl") is not None and r["spec"]["model"]["task"] == "lm"]

@@ -11,7 +11,6 @@ record keeps ``as_dict()`` under its ``"spec"`` field (the name older records ca
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass

@@ -359,6 +359,9 @@ def run_alignment(records: list[dict], probe: str = "feature_load") -> dict:
     return out
 
 
+TRENDS = {"positive": "rises", "negative": "falls", "inconclusive": "no significant trend"}
+
+
 def _significance(mean, p) -> str:
     if mean is None or p is None or p >= ALPHA or mean == 0:
         return "inconclusive"
@@ -374,7 +377,7 @@ def answers(records: list[dict]) -> list[str]:
             s = per_probe.get(probe)
             if not s or not s["n"]:
                 continue
-            trend = {"positive": "rises", "negative": "falls", "inconclusive": "no significant trend"}[_significance(s["mean"], s["sign_p"])]
+            trend = TRENDS[_significance(s["mean"], s["sign_p"])]
             parts.append(
                 f"{probe} {trend} (mean rho {s['mean']:+.2f}; up in {s['rising']}, down in {s['falling']} of {s['n']} runs; "
                 f"sign test p {_fmt(s['sign_p'], '{:.2g}')})"
