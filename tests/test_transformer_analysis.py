@@ -46,7 +46,8 @@ def _record(size, kind, schedule, seed, probes, ppl, backbone="transformer"):
     model = {"size": size, "kind": kind, "task": "lm", "schedule": {"name": schedule, "e_min": 1, "e_max": 8}}
     if backbone:
         model["backbone"] = backbone
-    return {"spec": {"model": model, "seed": seed}, "summary": {"final_ppl": ppl, "probes": probes}}
+    train = {"epochs": 2 if backbone else 5}
+    return {"spec": {"model": model, "seed": seed, "train": train}, "summary": {"final_ppl": ppl, "probes": probes}}
 
 
 def _probes(profile):
@@ -139,6 +140,7 @@ def test_answers_state_each_question_with_its_test():
     assert "(a) Small" in text and "feature_load rises" in text and "is not contradicted" in text
     assert "(b) Small: across 9 DynaMoE runs" in text and "supported" in text  # ascending: best aligned and best PPL
     assert "(c) Small: a different ranking" in text and "best on the Transformer Ascending, on the MLP backbone Descending" in text
+    assert "(Transformer: 12 runs of 2 epochs; MLP backbone: 12 runs of 5 epochs)" in text
     falling = [
         {**r, "summary": {**r["summary"], "probes": list(reversed(r["summary"]["probes"]))}} if r["summary"]["probes"] else r
         for r in recs

@@ -305,15 +305,23 @@ def ranking_agreement(records: list[dict]) -> dict:
     """(c): per size ``{"schedules", "transformer_ppl", "mlp_ppl", "tau"}`` over the DynaMoE schedules both
     backbones ran (the MLP backbone's runs: language-model runs with ``backbone`` absent)."""
     lm = [r for r in records if r["spec"]["model"].get("task") == "lm" and "summary" in r]
-    ours = _mean_ppl([r for r in lm if r["spec"]["model"].get("backbone") == "transformer" and r["spec"]["model"]["kind"] == "dynamoe"])
-    mlp = _mean_ppl([r for r in lm if r["spec"]["model"].get("backbone", "mlp") == "mlp" and r["spec"]["model"]["kind"] == "dynamoe"])
+    sides = {
+        "transformer": [r for r in lm if r["spec"]["model"].get("backbone") == "transformer" and r["spec"]["model"]["kind"] == "dynamoe"],
+        "mlp": [r for r in lm if r["spec"]["model"].get("backbone", "mlp") == "mlp" and r["spec"]["model"]["kind"] == "dynamoe"],
+    }
+    ours, mlp = _mean_ppl(sides["transformer"]), _mean_ppl(sides["mlp"])
     out = {}
     for size in sorted({k[0] for k in ours}):
         common = sorted(s for (z, s) in ours if z == size and (z, s) in mlp)
         if len(common) < 2:
             continue
         a, b = [ours[(size, s)] for s in common], [mlp[(size, s)] for s in common]
+        runs = {
+            side: [r for r in rs if _label(r)[0] == size and _label(r)[1] in common] for side, rs in sides.items()
+        }  # what each side's means rest on: runs and epochs
         out[size] = {"schedules": common, "transformer_ppl": a, "mlp_ppl": b, "tau": kendall_tau(a, b)}
+        out[size] |= {f"{side}_runs": len(rs) for side, rs in runs.items()}
+        out[size] |= {f"{side}_epochs": sorted({r["spec"]["train"]["epochs"] for r in rs}) for side, rs in runs.items()}
     return out
 
 
@@ -401,9 +409,15 @@ def answers(records: list[dict]) -> list[str]:
         same = "the same" if c["tau"] == 1.0 else "a different"
         lines.append(
             f"- (c) {size}: {same} ranking of {', '.join(c['schedules'])} (tau {_fmt(c['tau'])}, exact permutation p "
-            f"{_fmt(p, '{:.2g}')}); best on the Transformer {best_here}, on the MLP backbone {best_mlp}."
+            f"{_fmt(p, '{:.2g}')}); best on the Transformer {best_here}, on the MLP backbone {best_mlp} (Transformer: "
+            f"{c['transformer_runs']} runs of {_epochs(c['transformer_epochs'])} epochs; MLP backbone: {c['mlp_runs']} runs of "
+            f"{_epochs(c['mlp_epochs'])} epochs)."
         )
     return lines
+
+
+def _epochs(values: list[int]) -> str:
+    return "/".join(map(str, values)) or "-"
 
 
 def _fmt(value, spec: str = "{:+.2f}") -> str:
