@@ -38,12 +38,12 @@ def test_blocked_head_equals_the_spec_in_float64():
     scale = 1.0 / TOKENS
     ref_loss, ref_grads = F.head_loss_and_grads(NumpyOps(), h, w, b, y, scale)
     t = [torch.tensor(a) for a in (h, w, b)]
-    loss, grads = head.loss_and_grads(*t, torch.tensor(y), scale, _chunks(), WIDTH)
+    loss, grads = head.VocabularyBlocks(WIDTH).loss_and_grads(*t, torch.tensor(y), scale, _chunks())
     assert float(loss) == pytest.approx(ref_loss, rel=1e-13)
     for got, want, name in zip(grads, ref_grads, ("h", "weight", "bias")):
         assert got.shape == want.shape, name
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-11, atol=1e-15, err_msg=name)
-    total, correct = head.sums(*t, torch.tensor(y), _chunks(), WIDTH)
+    total, correct = head.VocabularyBlocks(WIDTH).sums(*t, torch.tensor(y), _chunks())
     ref_total, ref_correct = F.head_sums(NumpyOps(), h, w, b, y)
     assert float(total) == pytest.approx(ref_total, rel=1e-13)
     assert float(correct) == float(ref_correct) >= 5

@@ -34,10 +34,15 @@ def _logits(h, w3, b3):
     return torch.baddbmm(b3, h.expand(w3.shape[0], *h.shape), w3)
 
 
-def _pick(z, labels, width: int):
-    """Each row's logit at its label, and the (block, row, column) index of it."""
+def _exp_pass(z, labels, width: int):
+    """One pass over a chunk's blocked logits, in their memory: ``z`` becomes ``exp(z - row max)``.
+    Returns ``(picked, index, top, total)``: each row's logit at its label, its (block, row, column)
+    index, the row maxima and the rows' sums of the exponentials."""
     index = (torch.div(labels, width, rounding_mode="floor"), torch.arange(z.shape[1], device=z.device), labels % width)
-    return z[index], index
+    picked = z[index]
+    top = torch.amax(z, dim=(0, 2))
+    total = z.sub_(top[None, :, None]).exp_().sum(dim=(0, 2))
+    return picked, index, top, total
 
 
 class VocabularyBlocks:
@@ -47,47 +52,35 @@ class VocabularyBlocks:
         self.width = width
 
     def sums(self, h, weight, bias, labels, chunks):
-        return sums(h, weight, bias, labels, chunks, self.width)
+        """``spec.forward.head_sums`` (summed cross-entropy, top-1 hits) over ``chunks`` of token rows."""
+        w3, b3 = blocks(weight, bias, self.width)
+        loss = correct = 0.0
+        for start, stop in chunks:
+            z = _logits(h[start:stop], w3, b3)
+            picked, _, top, total = _exp_pass(z, labels[start:stop], self.width)
+            correct = correct + torch.sum(picked >= top, dtype=z.dtype)
+            loss = loss + torch.sum(top + torch.log(total) - picked)
+        return loss, correct
 
     def loss_and_grads(self, h, weight, bias, labels, scale: float, chunks):
-        return loss_and_grads(h, weight, bias, labels, scale, chunks, self.width)
-
-
-def sums(h, weight, bias, labels, chunks, width: int):
-    """``spec.forward.head_sums`` (summed cross-entropy, top-1 hits) over ``chunks`` of token rows."""
-    w3, b3 = blocks(weight, bias, width)
-    loss = correct = 0.0
-    for start, stop in chunks:
-        z = _logits(h[start:stop], w3, b3)
-        picked, _ = _pick(z, labels[start:stop], width)
-        top = torch.amax(z, dim=(0, 2))
-        correct = correct + torch.sum(picked >= top, dtype=z.dtype)
-        total = z.sub_(top[None, :, None]).exp_().sum(dim=(0, 2))
-        loss = loss + torch.sum(top + torch.log(total) - picked)
-    return loss, correct
-
-
-def loss_and_grads(h, weight, bias, labels, scale: float, chunks, width: int):
-    """``spec.forward.head_loss_and_grads``: ``scale`` x the summed cross-entropy and its gradients
-    ``(d h, d weight, d bias)``, each chunk's logits turned into their gradient in place."""
-    w3, b3 = blocks(weight, bias, width)
-    count, d, _ = w3.shape
-    dh = torch.empty_like(h)
-    dw3 = torch.zeros_like(w3)
-    db3 = torch.zeros(count, w3.shape[2], dtype=w3.dtype, device=w3.device)
-    loss = 0.0
-    for start, stop in chunks:
-        hc = h[start:stop]
-        z = _logits(hc, w3, b3)
-        picked, index = _pick(z, labels[start:stop], width)
-        top = torch.amax(z, dim=(0, 2))
-        total = z.sub_(top[None, :, None]).exp_().sum(dim=(0, 2))
-        loss = loss + torch.sum(top + torch.log(total) - picked)
-        z.mul_((scale / total)[None, :, None])
-        z[index] -= scale
-        torch.sum(torch.bmm(z, w3.transpose(1, 2)), dim=0, out=dh[start:stop])
-        dw3.baddbmm_(hc.t().expand(count, d, hc.shape[0]), z)
-        db3 += torch.sum(z, dim=1)
-    vocab = weight.shape[1]
-    dweight = dw3.permute(1, 0, 2).reshape(d, -1)[:, :vocab].contiguous()
-    return loss * scale, (dh, dweight, db3.reshape(-1)[:vocab].contiguous())
+        """``spec.forward.head_loss_and_grads``: ``scale`` x the summed cross-entropy and its gradients
+        ``(d h, d weight, d bias)``, each chunk's logits turned into their gradient in place."""
+        w3, b3 = blocks(weight, bias, self.width)
+        count, d, width = w3.shape
+        dh = torch.empty_like(h)
+        dw3 = torch.zeros_like(w3)
+        db3 = torch.zeros(count, width, dtype=w3.dtype, device=w3.device)
+        loss = 0.0
+        for start, stop in chunks:
+            hc = h[start:stop]
+            z = _logits(hc, w3, b3)
+            picked, index, top, total = _exp_pass(z, labels[start:stop], width)
+            loss = loss + torch.sum(top + torch.log(total) - picked)
+            z.mul_((scale / total)[None, :, None])
+            z[index] -= scale
+            torch.sum(torch.bmm(z, w3.transpose(1, 2)), dim=0, out=dh[start:stop])
+            dw3.baddbmm_(hc.t().expand(count, d, hc.shape[0]), z)
+            db3 += torch.sum(z, dim=1)
+        vocab = weight.shape[1]
+        dweight = dw3.permute(1, 0, 2).reshape(d, -1)[:, :vocab].contiguous()
+        return loss * scale, (dh, dweight, db3.reshape(-1)[:vocab].contiguous())

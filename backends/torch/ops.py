@@ -128,29 +128,6 @@ class TorchOps(Ops):
     def affine(self, x, w, b):
         return torch.addmm(b, x, w) if x.dim() == 2 else torch.matmul(x, w) + b
 
-    def cross_entropy_sums(self, z, labels):
-        """Two passes over ``z`` and one exp, in ``z``'s memory (``torch.logsumexp`` makes two copies)."""
-        if z.requires_grad:
-            return super().cross_entropy_sums(z, labels)
-        picked = z[torch.arange(z.shape[0], device=z.device), labels]
-        top = torch.amax(z, dim=-1)
-        correct = torch.sum(picked >= top, dtype=z.dtype)
-        total = z.sub_(top[:, None]).exp_().sum(dim=-1)
-        return torch.sum(top + torch.log(total) - picked), correct
-
-    def cross_entropy_grad(self, z, labels, scale: float):
-        """One exp pass, in ``z``'s memory: ``e = exp(z - max)``, ``lse = max + log(sum e)``, then
-        ``e * scale / sum e`` minus ``scale`` at each row's label."""
-        rows = torch.arange(z.shape[0], device=z.device)
-        picked = z[rows, labels]
-        top = torch.amax(z, dim=-1, keepdim=True)
-        e = z.sub_(top).exp_()
-        total = e.sum(dim=-1, keepdim=True)
-        loss = torch.sum(top.squeeze(-1) + torch.log(total.squeeze(-1)) - picked)
-        g = e.mul_(scale / total)
-        g[rows, labels] -= scale
-        return loss, g
-
     def with_gradient(self, fn, inputs: tuple, constants: tuple = (), value=None):
         if value is not None and not (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):
             return value(*inputs, *constants)
