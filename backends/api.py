@@ -1,7 +1,7 @@
 """The names every framework backend exposes (``backends.torch``, ``backends.keras``, ``backends.mlx``), as
 ``typing.Protocol``s: ``Backend`` is the module, the others its classes' instances (constructors included).
 
-Each backend is thin: its layers (``DynaMoE``, ``FeedForward``, ``DynaMoEStack``, ``MoUEStack``: the
+Each backend is thin: its layers (``DynaMoE``, ``FeedForward``, ``DynaMoEStack``, ``MoUEStack``, ``TransformerBlock``: the
 framework's own modules, built from sizes, also usable in a user's model), the networks built from them,
 its autodiff and optimiser, and an ``ops`` class; the math is ``backends.spec``'s. Arrays cross the
 boundary as NumPy, parameters under the spec's names (``spec.init.param_shapes``); a layer holds the names inside it (``layers.<i>.``
@@ -154,6 +154,39 @@ class MoUEStackLike(Protocol):
 
 
 @runtime_checkable
+class TransformerBlockLike(Protocol):
+    """One causal pre-LN Transformer block (Eq. 27-28: ``u = h + MHSA(LN(h))``, ``h' = u + F(LN(u))``),
+    ``(B, T, d_model) -> (B, T, d_model)``, around the backend's ``DynaMoE`` or ``FeedForward``
+    ``feed_forward`` (``None``: a ``DynaMoE`` of ``ScheduleConfig.e_max`` experts). It adds no positions.
+    ``arrays``: the attention's spec arrays (``attn.query.weight`` (d, d), ..., ``attn.out.bias`` (d,));
+    ``from_arrays(cfg, params)``: a block of ``cfg`` holding one Transformer layer's spec arrays
+    (``common.under(params, "layers.<i>.")``). After each call: ``last_attention`` (B, heads, T, T) and
+    ``last_post_attention`` (u, (B*T, d)). Given those arrays and the noise, it is the spec's block
+    (``spec.transformer.transformer_block``)."""
+
+    num_heads: int
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        feed_forward: Any = None,
+        *,
+        layer_norm_eps: float = ModelConfig.layer_norm_eps,
+        arrays: SpecArrays | None = None,
+    ) -> None: ...
+
+    @classmethod
+    def from_arrays(cls, cfg: ModelConfig, params: SpecArrays, dtype: str = "float32") -> TransformerBlockLike: ...
+
+    def forward_with_routing(self, h, noise=None) -> tuple[Any, Routing | None]:
+        """``(h', Routing or None)``; ``noise`` (B*T, E) replaces the DynaMoE's drawn training noise."""
+        ...
+
+    def __call__(self, h, noise=None) -> Any: ...
+
+
+@runtime_checkable
 class ModelLike(Protocol):
     """A network of ``cfg`` (``DynaMoEModel``, ``MoUEModel``, ``MLPModel``) holding ``params`` (all of
     ``spec.init.param_shapes(cfg)``) in ``dtype`` (``"float32"`` or ``"float64"``)."""
@@ -209,6 +242,7 @@ class Backend(Protocol):
     FeedForward: type[FeedForwardLike]
     DynaMoEStack: type[DynaMoEStackLike]
     MoUEStack: type[MoUEStackLike]
+    TransformerBlock: type[TransformerBlockLike]
     DynaMoEModel: type[ModelLike]
     MoUEModel: type[ModelLike]
     MLPModel: type[ModelLike]

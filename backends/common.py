@@ -17,10 +17,12 @@ from backends.spec.config import ModelConfig, MoUEConfig, RouterConfig, Schedule
 from backends.spec.init import check_params, init_rule
 from backends.spec.kinds import layer_widths, of
 from backends.spec.losses import aux_loss
+from backends.spec.transformer import ATTENTION_MAPS
 from backends.spec.validate import check_int, fail
 
 DYNAMOE_LAYER_NAMES = ("gate.weight", "experts.w1", "experts.b1", "experts.w2", "experts.b2")
 FEED_FORWARD_NAMES = ("ffn.w1", "ffn.b1", "ffn.w2", "ffn.b2")
+ATTENTION_NAMES = tuple(f"attn.{name}.{leaf}" for name in ATTENTION_MAPS for leaf in ("weight", "bias"))
 WEIGHTS_SUFFIX = ".npz"
 
 
@@ -91,11 +93,12 @@ def read_weights(cfg: ModelConfig, path) -> dict[str, np.ndarray]:
 
 # --- the framework-native layers' configuration, shapes, initialisation and math ----------------------------
 #
-# ``DynaMoE``, ``FeedForward``, ``DynaMoEStack`` and ``MoUEStack`` in each framework are built from sizes. A
-# ``StackConfig`` holds what the spec's layer math reads of a ``ModelConfig`` (``spec.kinds``' ``layers``,
-# ``layer_shapes`` and ``layer_widths``, ``spec.init.fan_in``, ``spec.losses.aux_loss``) at any width, so
-# the native layers evaluate, shape and initialise themselves with the spec's own functions; the router,
-# schedule and MoUE settings are the spec's validated dataclasses, built before any array is made.
+# ``DynaMoE``, ``FeedForward``, ``DynaMoEStack``, ``MoUEStack`` and ``TransformerBlock`` in each framework are
+# built from sizes. A ``StackConfig`` holds what the spec's layer math reads of a ``ModelConfig``
+# (``spec.kinds``' ``layers``, ``layer_shapes`` and ``layer_widths``, ``spec.init.fan_in``,
+# ``spec.losses.aux_loss``) at any width, so the native layers evaluate, shape and initialise themselves
+# with the spec's own functions; the router, schedule and MoUE settings are the spec's validated
+# dataclasses, built before any array is made.
 
 ROUTER_DEFAULTS = {f.name: getattr(RouterConfig, f.name) for f in dataclasses.fields(RouterConfig)}
 ROUTER_ARGUMENTS = tuple(["router", *(name for name in ROUTER_DEFAULTS if name != "kind")])  # ``router`` is ``kind``
@@ -201,6 +204,48 @@ def stack_config(
         )
     check_int(owner, "expert_hidden", config.expert_hidden, 1)
     return config
+
+
+def block_config(owner: str, d_model: int, num_heads: int, layer_norm_eps: float, feed_forward: StackConfig) -> StackConfig:
+    """A ``TransformerBlock``'s one-layer config: its feed-forward's (``feed_forward``, the config of a
+    ``DynaMoE`` or ``FeedForward`` of width ``d_model``) on the Transformer backbone, whose ``layer_shapes``
+    are the block's spec names (``attn.*``, then the feed-forward's) and whose rules initialise them."""
+    check_int(owner, "d_model", d_model, 1)
+    check_int(owner, "num_heads", num_heads, 1)
+    if d_model % num_heads:
+        divisors = [h for h in range(1, d_model + 1) if d_model % h == 0]
+        fail(owner, "num_heads", num_heads, f"must divide d_model = {d_model}: choose one of {divisors}")
+    if isinstance(layer_norm_eps, bool) or not isinstance(layer_norm_eps, (int, float)) or not layer_norm_eps > 0:
+        fail(owner, "layer_norm_eps", layer_norm_eps, "must be a number > 0")
+    if feed_forward.hidden_dim != d_model:
+        fail(owner, "feed_forward", f"a layer of d_model = {feed_forward.hidden_dim}", f"must map the block's width d_model = {d_model}")
+    return dataclasses.replace(feed_forward, backbone="transformer", layer_norm_eps=float(layer_norm_eps))
+
+
+def attention_shapes(cfg: StackConfig) -> dict[str, tuple[int, ...]]:
+    """The attention maps of a ``block_config``, named inside the block (``attn.query.weight``, ...)."""
+    return {name: shape for name, shape in layer_shapes(cfg).items() if name in ATTENTION_NAMES}
+
+
+def split_block_arrays(arrays: Mapping) -> tuple[dict, dict]:
+    """A block's spec arrays (``under(params, "layers.<i>.")`` of a Transformer) as ``(attention, feed-forward)``."""
+    return {k: v for k, v in arrays.items() if k.startswith("attn.")}, {k: v for k, v in arrays.items() if not k.startswith("attn.")}
+
+
+def block_kind(cfg: ModelConfig) -> str:
+    """``cfg.kind`` if a ``TransformerBlock`` can hold its layer (``"dynamoe"``: a ``DynaMoE``, ``"mlp"``: a
+    ``FeedForward``), else a ``ValueError``."""
+    if cfg.kind not in ("dynamoe", "mlp"):
+        raise ValueError(f"TransformerBlock holds a DynaMoE or FeedForward layer, not kind {cfg.kind!r} (MoUE's pool spans the layers)")
+    return cfg.kind
+
+
+def sequence_length(h, d_model: int) -> int:
+    """``T`` of sequences ``h`` (B, T, d_model), else a ``ValueError``."""
+    shape = tuple(h.shape)
+    if len(shape) != 3 or shape[-1] != d_model:
+        raise ValueError(f"TransformerBlock reads sequences (B, T, {d_model}), not an array of shape {shape}")
+    return int(shape[1])
 
 
 def stack_shapes(cfg) -> dict[str, tuple[int, ...]]:

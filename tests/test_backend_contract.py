@@ -123,6 +123,7 @@ def contract_arguments(bk) -> dict[str, tuple]:
         "FeedForward": (64, 128),
         "DynaMoEStack": (64, 2),
         "MoUEStack": (64, 2),
+        "TransformerBlock": (64, 4),
         "DynaMoEModel": (d, PARAMS["dynamoe"]),
         "MLPModel": (mlp, PARAMS["mlp"]),
         "MoUEModel": (CONFIGS["moue"], PARAMS["moue"]),

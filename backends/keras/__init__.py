@@ -17,7 +17,7 @@ import keras  # noqa: E402
 if keras.backend.backend() not in ("jax", "torch"):
     raise ImportError(f"backends.keras runs Keras on jax or torch, not {keras.backend.backend()!r}: set KERAS_BACKEND=jax or torch")
 
-from .layers import OPS, DynaMoE, DynaMoEStack, FeedForward, MoUEStack  # noqa: E402
+from .layers import OPS, DynaMoE, DynaMoEStack, FeedForward, MoUEStack, TransformerBlock  # noqa: E402
 from .model import (  # noqa: E402
     DynaMoEModel,
     MLPModel,
@@ -46,6 +46,7 @@ __all__ = [
     "MoUEModel",
     "MoUEStack",
     "Trainer",
+    "TransformerBlock",
     "build_model",
     "evaluate_batch",
     "export_params",

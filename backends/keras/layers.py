@@ -1,5 +1,6 @@
 """Keras layers of DynaMoE: ``DynaMoE`` (one layer), ``FeedForward`` (the MLP baseline's block),
-``DynaMoEStack`` and ``MoUEStack`` (the paper's residual stacks with their final LayerNorm).
+``DynaMoEStack`` and ``MoUEStack`` (the paper's residual stacks with their final LayerNorm),
+``TransformerBlock`` (a causal pre-LN attention block around a ``DynaMoE`` or ``FeedForward``).
 
 Each is a ``keras.layers.Layer`` built from sizes, registered serialisable (package ``dynamoe``:
 ``get_config``/``from_config``, ``.keras`` files), usable in ``keras.Sequential`` and the functional API
@@ -16,13 +17,15 @@ stacks) and ``last_avg_active`` (active experts per token; per layer for the sta
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import keras
 import numpy as np
 
 from backends import common
 from backends.spec import forward as F
-from backends.spec.config import MoUEConfig, RouterConfig, ScheduleConfig
+from backends.spec import transformer as T
+from backends.spec.config import ModelConfig, MoUEConfig, RouterConfig, ScheduleConfig
 
 from .configs import to_dict
 from .ops import KerasOps
@@ -408,3 +411,108 @@ class MoUEStack(_Stack):
         config = common.stack_config("MoUEStack", "moue", d_model, num_layers, schedule, e_min, e_max, expert_hidden, router_args, moue)
         super().__init__(**kwargs)
         self._setup(config, arrays, seed)
+
+
+@keras.saving.register_keras_serializable(package="dynamoe")
+class TransformerBlock(_SpecLayer):
+    """One causal pre-LN Transformer block (Eq. 27-28, ``spec.transformer.transformer_block``),
+    ``(B, T, d_model) -> (B, T, d_model)``::
+
+        u  = h + MHSA(LN(h))
+        h' = u + F(LN(u))
+
+    ``num_heads`` heads of width ``d_model / num_heads`` (query, key, value, output maps with biases,
+    ``attn.query.weight`` (d, d), ..., ``attn.out.bias`` (d,)), LayerNorms without affine parameters.
+    ``feed_forward``: the ``DynaMoE`` or ``FeedForward`` sublayer F (``spec_variables()``: the attention's
+    and its weights under the spec's names); ``None`` makes ``DynaMoE(d_model, ScheduleConfig.e_max,
+    ModelConfig.expert_hidden_ratio x d_model)``. The block adds no positions: add them to its first input
+    (``spec.transformer.sinusoids(T, d)``, as the spec's model does after scaling the embedding by
+    ``sqrt(d)``). ``arrays``: given attention arrays (``attn.*``); the feed-forward holds its own; ``dtype``
+    defaults to the feed-forward's; other keywords go to ``keras.layers.Layer``.
+
+    ``call(h, noise=None, training=None)``: ``noise`` (B*T, E) replaces DynaMoE's training-mode gate noise;
+    the DynaMoE's balancing loss is its ``add_loss`` (in ``block.losses``; ``model.fit`` adds it), its
+    statistics ``feed_forward.last_counts`` / ``last_avg_active``. After an eager call (``block(h)``, not
+    inside ``fit`` or ``predict``, whose traced values are not arrays): ``last_attention`` (B, heads, T, T)
+    and ``last_post_attention`` (u, (B*T, d): the probes' input, ``spec.probes``), ``last_routing``.
+    """
+
+    OWNER = "TransformerBlock"
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        feed_forward: DynaMoE | FeedForward | None = None,
+        *,
+        layer_norm_eps: float = ModelConfig.layer_norm_eps,
+        arrays: Mapping | None = None,
+        **kwargs,
+    ):
+        if feed_forward is None:
+            dtype = kwargs.get("dtype")
+            hidden = max(1, round(ModelConfig.expert_hidden_ratio * d_model))
+            feed_forward = DynaMoE(d_model, S.e_max, hidden, **({} if dtype is None else {"dtype": dtype}))
+        if not isinstance(feed_forward, (DynaMoE, FeedForward)):
+            raise TypeError(f"TransformerBlock's feed_forward is a DynaMoE or FeedForward layer, not {type(feed_forward).__name__}")
+        config = common.block_config("TransformerBlock", d_model, num_heads, layer_norm_eps, feed_forward.config)
+        if kwargs.get("dtype") is None:
+            kwargs["dtype"] = feed_forward.dtype_policy
+        super().__init__(**kwargs)
+        if float_dtype(self.variable_dtype) != float_dtype(feed_forward.variable_dtype):
+            dtypes = f"{self.variable_dtype}, its feed-forward {feed_forward.variable_dtype}"
+            raise ValueError(f"TransformerBlock's weights are {dtypes}: give them one dtype")
+        self.config, self.d_model, self.num_heads, self.layer_norm_eps = config, d_model, num_heads, config.layer_norm_eps
+        self._add_spec_weights(config, common.attention_shapes(config), arrays, "layers.0.")
+        self.feed_forward = feed_forward
+        self.last_attention = self.last_post_attention = self.last_routing = None
+        self.built = True
+
+    @classmethod
+    def from_arrays(cls, cfg: ModelConfig, params: Mapping, dtype="float32", **kwargs) -> TransformerBlock:
+        """A block of ``cfg`` (its ``num_heads``, ``router``, ``layer_norm_eps``; ``kind`` ``"dynamoe"`` or
+        ``"mlp"``) holding one layer's spec arrays ``params`` (``common.under(init_params(cfg, seed),
+        "layers.<i>.")``: ``attn.*``, then ``gate.weight``, ``experts.*`` or ``ffn.*``)."""
+        attn, ffn = common.split_block_arrays(params)
+        if common.block_kind(cfg) == "dynamoe":
+            feed_forward = DynaMoE.from_arrays(cfg.router, ffn, dtype)
+        else:
+            feed_forward = FeedForward.from_arrays(ffn, dtype)
+        eps, dtype = cfg.layer_norm_eps, float_dtype(dtype)
+        return cls(cfg.hidden_dim, cfg.num_heads, feed_forward, layer_norm_eps=eps, arrays=attn, dtype=dtype, **kwargs)
+
+    def spec_variables(self) -> dict:
+        """``{spec name: keras.Variable}`` in the spec's order (``attn.query.weight``, ..., then the feed-forward's)."""
+        return {**super().spec_variables(), **self.feed_forward.spec_variables()}
+
+    def forward_with_routing(self, h, noise=None, training=None):
+        """``(h', Routing or None)``; the routing is over the B*T tokens."""
+        if noise is not None and not isinstance(self.feed_forward, DynaMoE):
+            raise ValueError("TransformerBlock: noise is gate noise, and a FeedForward has no gate")
+        attn = {name[len("attn.") :]: v.value for name, v in super().spec_variables().items()}
+        allowed = T.causal_mask(OPS, common.sequence_length(h, self.d_model), h)
+        run = partial(self._feed_forward, noise=noise, training=training)
+        out, weights, u, (routing,) = T.transformer_block(OPS, attn, h, self.num_heads, allowed, self.layer_norm_eps, run)
+        self.last_attention, self.last_post_attention, self.last_routing = weights, u, routing
+        return out, routing
+
+    def _feed_forward(self, x, noise=None, training=None):
+        """``(F(x), Routing or None)`` on the tokens ``LN(u)``."""
+        if isinstance(self.feed_forward, DynaMoE):
+            return self.feed_forward.forward_with_routing(x, noise, training)
+        return self.feed_forward(x), None
+
+    def call(self, inputs, noise=None, training=None):
+        return self.forward_with_routing(inputs, noise, training)[0]
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(d_model=self.d_model, num_heads=self.num_heads, layer_norm_eps=self.layer_norm_eps)
+        config["feed_forward"] = keras.saving.serialize_keras_object(self.feed_forward)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> TransformerBlock:
+        config = dict(config)
+        config["feed_forward"] = keras.saving.deserialize_keras_object(config["feed_forward"])
+        return cls(**config)

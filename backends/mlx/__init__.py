@@ -1,7 +1,7 @@
 """DynaMoE in MLX: thin modules over ``backends.spec`` (names: ``backends.api``). The layers an MLX model
-can hold: ``DynaMoE``, ``FeedForward``, ``DynaMoEStack``, ``MoUEStack`` (``layers``)."""
+can hold: ``DynaMoE``, ``FeedForward``, ``DynaMoEStack``, ``MoUEStack``, ``TransformerBlock`` (``layers``)."""
 
-from .layers import OPS, DynaMoE, DynaMoEStack, FeedForward, MoUEStack
+from .layers import OPS, DynaMoE, DynaMoEStack, FeedForward, MoUEStack, TransformerBlock
 from .model import (
     DynaMoEModel,
     MLPModel,
@@ -30,6 +30,7 @@ __all__ = [
     "MoUEModel",
     "MoUEStack",
     "Trainer",
+    "TransformerBlock",
     "build_model",
     "evaluate_batch",
     "export_params",

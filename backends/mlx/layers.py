@@ -1,5 +1,6 @@
 """MLX modules of DynaMoE: ``DynaMoE`` (one layer), ``FeedForward`` (the MLP baseline's block),
-``DynaMoEStack`` and ``MoUEStack`` (the paper's residual stacks with their final LayerNorm).
+``DynaMoEStack`` and ``MoUEStack`` (the paper's residual stacks with their final LayerNorm),
+``TransformerBlock`` (a causal pre-LN attention block around a ``DynaMoE`` or ``FeedForward``).
 
 Each is an ``mlx.nn.Module`` built from sizes, like mlx-lm's layers: it initialises itself with the
 spec's distributions (``spec.init.init_rule``) from MLX's generator (``mx.random.seed``), and in training
@@ -15,6 +16,7 @@ attributes, not parameters; inside ``mx.compile`` return what you need from the 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -23,7 +25,8 @@ from mlx.utils import tree_flatten
 
 from backends import common
 from backends.spec import forward as F
-from backends.spec.config import MoUEConfig, RouterConfig, ScheduleConfig
+from backends.spec import transformer as T
+from backends.spec.config import ModelConfig, MoUEConfig, RouterConfig, ScheduleConfig
 
 from .ops import MlxOps
 
@@ -326,3 +329,103 @@ class MoUEStack(_Stack):
         moue["exposure_correction"] = exposure_correction
         config = common.stack_config("MoUEStack", "moue", d_model, num_layers, schedule, e_min, e_max, expert_hidden, router_args, moue)
         self._setup(config, arrays, dtype)
+
+
+class TransformerBlock(nn.Module):
+    """One causal pre-LN Transformer block (Eq. 27-28, ``spec.transformer.transformer_block``),
+    ``(B, T, d_model) -> (B, T, d_model)``::
+
+        u  = h + MHSA(LN(h))
+        h' = u + F(LN(u))
+
+    ``num_heads`` heads of width ``d_model / num_heads`` (query, key, value, output maps with biases,
+    ``attn.query.weight`` (d, d), ..., ``attn.out.bias`` (d,)), LayerNorms without affine parameters.
+    ``feed_forward``: the ``DynaMoE`` or ``FeedForward`` module F (its parameters are under
+    ``feed_forward.``; the spec's names without that prefix: ``spec_parameters()``); ``None`` makes
+    ``DynaMoE(d_model, ScheduleConfig.e_max, ModelConfig.expert_hidden_ratio x d_model)``. The block adds
+    no positions: add them to its first input (``spec.transformer.sinusoids(T, d)``, as the spec's model
+    does after scaling the embedding by ``sqrt(d)``). ``arrays``: given attention arrays (``attn.*``); the
+    feed-forward holds its own; ``dtype`` defaults to the feed-forward's (which is cast to it).
+
+    ``__call__(h, noise=None)``: ``noise`` (B*T, E) replaces DynaMoE's training-mode gate noise. After each
+    call: ``last_attention`` (B, heads, T, T), ``last_post_attention`` (u, (B*T, d): the probes' input,
+    ``spec.probes``), ``last_routing``, and ``aux_loss`` (the DynaMoE's, zero for a FeedForward);
+    ``feed_forward.last_counts`` / ``last_avg_active`` are its routing statistics. Like the other layers'
+    statistics they are plain attributes, not parameters.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        feed_forward: DynaMoE | FeedForward | None = None,
+        *,
+        layer_norm_eps: float = ModelConfig.layer_norm_eps,
+        arrays: Mapping | None = None,
+        dtype=None,
+    ):
+        super().__init__()
+        if feed_forward is None:
+            feed_forward = DynaMoE(d_model, S.e_max, max(1, round(ModelConfig.expert_hidden_ratio * d_model)), dtype=dtype or "float32")
+        if not isinstance(feed_forward, (DynaMoE, FeedForward)):
+            raise TypeError(f"TransformerBlock's feed_forward is a DynaMoE or FeedForward module, not {type(feed_forward).__name__}")
+        dtype = dtype_name(next(v for _, v in tree_flatten(feed_forward.parameters())).dtype if dtype is None else dtype)
+        self.config = common.block_config("TransformerBlock", d_model, num_heads, layer_norm_eps, feed_forward.config)
+        self.d_model, self.num_heads, self.layer_norm_eps = d_model, num_heads, self.config.layer_norm_eps
+        shapes = common.attention_shapes(self.config)
+        attn = initial("TransformerBlock", self.config, shapes, arrays, dtype, "layers.0.")
+        self.attn = param_tree(common.under(attn, "attn."), dtype)
+        feed_forward.set_dtype(DTYPES[dtype][0])
+        self.feed_forward = feed_forward
+
+    @classmethod
+    def from_arrays(cls, cfg: ModelConfig, params: Mapping, dtype="float32") -> TransformerBlock:
+        """A block of ``cfg`` (its ``num_heads``, ``router``, ``layer_norm_eps``; ``kind`` ``"dynamoe"`` or
+        ``"mlp"``) holding one layer's spec arrays ``params`` (``common.under(init_params(cfg, seed),
+        "layers.<i>.")``: ``attn.*``, then ``gate.weight``, ``experts.*`` or ``ffn.*``)."""
+        attn, ffn = common.split_block_arrays(params)
+        if common.block_kind(cfg) == "dynamoe":
+            feed_forward = DynaMoE.from_arrays(cfg.router, ffn, dtype)
+        else:
+            feed_forward = FeedForward.from_arrays(ffn, dtype)
+        return cls(cfg.hidden_dim, cfg.num_heads, feed_forward, layer_norm_eps=cfg.layer_norm_eps, arrays=attn, dtype=dtype)
+
+    def spec_parameters(self) -> dict[str, mx.array]:
+        """``{spec name: array}`` in the spec's order (``attn.query.weight``, ..., then the feed-forward's)."""
+        return {**{f"attn.{k}": v for k, v in tree_flatten(self.attn.parameters())}, **dict(tree_flatten(self.feed_forward.parameters()))}
+
+    def _stat(self, name: str):
+        last = self.__dict__.get("_last_block")
+        if last is None:
+            raise AttributeError(f"TransformerBlock.{name}: call the block first")
+        return last[name]
+
+    last_attention = property(lambda self: self._stat("attention"), doc="The last call's attention weights (B, heads, T, T).")
+    last_post_attention = property(lambda self: self._stat("post_attention"), doc="The last call's u = h + MHSA(LN(h)) (B*T, d).")
+    last_routing = property(lambda self: self._stat("routing"), doc="The last call's ``Routing`` (``None`` for a FeedForward).")
+
+    @property
+    def aux_loss(self) -> mx.array:
+        if isinstance(self.feed_forward, DynaMoE):
+            return self.feed_forward.aux_loss
+        return mx.array(0.0, dtype=self.attn.query.weight.dtype)
+
+    def forward_with_routing(self, h, noise=None):
+        """``(h', Routing or None)``; the routing is over the B*T tokens."""
+        if noise is not None and not isinstance(self.feed_forward, DynaMoE):
+            raise ValueError("TransformerBlock: noise is gate noise, and a FeedForward has no gate")
+        attn = dict(tree_flatten(self.attn.parameters()))
+        allowed = T.causal_mask(OPS, common.sequence_length(h, self.d_model), h)
+        run = partial(self._feed_forward, noise=noise)
+        out, weights, u, (routing,) = T.transformer_block(OPS, attn, h, self.num_heads, allowed, self.layer_norm_eps, run)
+        object.__setattr__(self, "_last_block", {"attention": weights, "post_attention": u, "routing": routing})
+        return out, routing
+
+    def _feed_forward(self, x, noise=None):
+        """``(F(x), Routing or None)`` on the tokens ``LN(u)``."""
+        if isinstance(self.feed_forward, DynaMoE):
+            return self.feed_forward.forward_with_routing(x, noise)
+        return self.feed_forward(x), None
+
+    def __call__(self, h, noise=None):
+        return self.forward_with_routing(h, noise)[0]

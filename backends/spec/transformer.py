@@ -41,13 +41,15 @@ then the core's final LayerNorm (with gamma, beta) and head. Decisions:
   and the weighted sum over a query's causal keys, ``4 d (T + 1) / 2`` averaged over positions, at the
   harness's context ``config.SEQUENCE_LENGTH``.
 
+``transformer_block`` is one layer (Eq. 27-28) with any feed-forward: ``transformer_layers`` calls it
+with ``cfg.kind``'s block, and each backend's native ``TransformerBlock`` with its native feed-forward.
 ``forward_with_probes`` is ``forward.model_forward`` that also returns each layer's attention weights
 (B, heads, T, T) and post-attention representations ``u_l`` (B*T, d), the inputs of ``spec.probes``.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -78,6 +80,11 @@ def causal(steps: int) -> np.ndarray:
     return mask
 
 
+def causal_mask(ops, steps: int, like):
+    """``causal(steps)`` as a boolean array of ``ops`` (on ``like``'s device): the ``allowed`` of ``attention``."""
+    return ops.constant(np.array(causal(steps)), like=like) > 0.5  # a copy: frameworks refuse read-only buffers
+
+
 def attention_params(params: dict, layer: int) -> dict:
     """Layer ``layer``'s attention maps under short names (``query.weight``, ..., ``out.bias``)."""
     prefix = f"layers.{layer}.attn."
@@ -100,8 +107,27 @@ def attention(ops, p: dict, x, heads: int, allowed):
     return ops.matmul(mixed, p["out.weight"]) + p["out.bias"], weights
 
 
+def transformer_block(ops, attn: dict, h, heads: int, allowed, eps: float, feed_forward):
+    """One pre-LN block (Eq. 27-28) on sequences ``h`` (B, T, d)::
+
+        u  = h + MHSA(LN(h))        (B*T, d) after the attention: what the probes read
+        h' = u + F(LN(u))
+
+    ``attn``: the attention maps under short names (``attention_params``); ``allowed``: the (T, T) boolean
+    mask of the keys each query may attend to (``causal_mask``); LN has no affine parameters
+    (``forward.normalise``). ``feed_forward(x)`` maps the tokens ``LN(u)`` (B*T, d) to a tuple ``(F(x),
+    *extra)``. Returns ``(h' (B, T, d), weights (B, heads, T, T), u, extra)``. Positions are the caller's.
+    """
+    batch, steps, d = ops.shape(h)
+    mixed, weights = attention(ops, attn, normalise(ops, h, eps), heads, allowed)
+    u = ops.reshape(h + mixed, (batch * steps, d))
+    y, *extra = feed_forward(normalise(ops, u, eps))
+    return ops.reshape(u + y, (batch, steps, d)), weights, u, tuple(extra)
+
+
 def transformer_layers(ops, params: dict, h, cfg: ModelConfig, noises=None, record: dict | None = None):
-    """The L blocks on embedded sequences ``h`` (B, T, d): ``(h_L (B*T, d), routings)``.
+    """The L blocks (``transformer_block``) on embedded sequences ``h`` (B, T, d), after the scaled
+    embedding and the positions: ``(h_L (B*T, d), routings)``.
 
     ``record`` (a dict, optional) receives ``"attention"``: each layer's weights (B, heads, T, T), and
     ``"post_attention"``: each layer's ``u_l`` (B*T, d).
@@ -109,22 +135,20 @@ def transformer_layers(ops, params: dict, h, cfg: ModelConfig, noises=None, reco
     batch, steps, d = ops.shape(h)
     tokens = batch * steps
     ffn = ffn_of(cfg)
-    allowed = ops.constant(np.array(causal(steps)), like=h) > 0.5  # copies: frameworks refuse read-only buffers
+    allowed = causal_mask(ops, steps, h)
     h = h * float(np.sqrt(d)) + ops.constant(np.array(sinusoids(steps, d)), like=h)
     state = ffn.initial_state(ops, ops.reshape(h, (tokens, d)), cfg)
     routings = []
     eps = cfg.layer_norm_eps
     for layer in range(cfg.num_layers):
-        mixed, weights = attention(ops, attention_params(params, layer), normalise(ops, h, eps), cfg.num_heads, allowed)
-        u = ops.reshape(h + mixed, (tokens, d))
         noise = None if noises is None else noises[layer]
-        y, routing, state = ffn.block(ops, params, layer, normalise(ops, u, eps), state, cfg, noise)
+        block = partial(ffn.block, ops, params, layer, state=state, cfg=cfg, noise=noise)  # (y, routing, state)
+        h, weights, u, (routing, state) = transformer_block(ops, attention_params(params, layer), h, cfg.num_heads, allowed, eps, block)
         if routing is not None:
             routings.append(routing)
         if record is not None:
             record.setdefault("attention", []).append(weights)
             record.setdefault("post_attention", []).append(u)
-        h = ops.reshape(u + y, (batch, steps, d))
     return ops.reshape(h, (tokens, d)), routings
 
 
