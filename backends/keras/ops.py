@@ -53,6 +53,10 @@ class KerasOps(Ops):
 
             self._torch_matmul = torch.matmul
             self.head_blocks = VocabularyBlocks()  # the tensors are torch's: the torch backend's blocked head
+        elif keras.backend.backend() == "jax":
+            from .head import ScannedChunks
+
+            self.head_blocks = ScannedChunks(self)
 
     def constant(self, value, like=None):
         dtype = self.dtype if like is None else ops.dtype(like)

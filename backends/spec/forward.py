@@ -153,17 +153,28 @@ def head_chunks(tokens: int, vocab: int, elements: int | None = None) -> list[tu
     return [(start, min(tokens, start + size)) for start in range(0, tokens, size)]
 
 
+def head_chunk_sums(ops, h, weight, bias, labels):
+    """One chunk's ``(summed cross-entropy, top-1 hits)``: ``ops.cross_entropy_sums`` of its logits."""
+    return ops.cross_entropy_sums(head_logits(ops, h, weight, bias), labels)
+
+
+def head_chunk_grads(ops, h, weight, bias, labels, scale: float):
+    """One chunk's summed cross-entropy and its parts of the gradients: ``dz = scale (softmax(z) - onehot)``
+    (``ops.cross_entropy_grad``), then ``(loss, dz W^T, h^T dz, sum dz)``."""
+    part, dz = ops.cross_entropy_grad(head_logits(ops, h, weight, bias), labels, scale)
+    return part, ops.matmul(dz, ops.transpose(weight, (1, 0))), ops.matmul(ops.transpose(h, (1, 0)), dz), ops.sum(dz, axis=0)
+
+
 def head_sums(ops, h, weight, bias, labels):
     """``(sum of the cross-entropy, number of correct top-1 predictions)`` over the tokens ``h`` (N, d)
-    with integer ``labels`` (N,), chunk by chunk (``ops.cross_entropy_sums``: ``cross_entropy`` and
-    ``correct_count`` of each chunk's logits)."""
+    with integer ``labels`` (N,), chunk by chunk (``head_chunk_sums``: ``cross_entropy`` and
+    ``correct_count`` of each chunk's logits), in order."""
     chunks = head_chunks(ops.shape(h)[0], ops.shape(weight)[-1])
     if ops.head_blocks is not None:
         return ops.head_blocks.sums(h, weight, bias, labels, chunks)
     loss = correct = None
     for start, stop in chunks:
-        z, y = head_logits(ops, ops.rows(h, start, stop), weight, bias), ops.rows(labels, start, stop)
-        part_loss, part_correct = ops.cross_entropy_sums(z, y)
+        part_loss, part_correct = head_chunk_sums(ops, ops.rows(h, start, stop), weight, bias, ops.rows(labels, start, stop))
         loss = part_loss if loss is None else loss + part_loss
         correct = part_correct if correct is None else correct + part_correct
     return loss, correct
@@ -171,9 +182,8 @@ def head_sums(ops, h, weight, bias, labels):
 
 def head_loss_and_grads(ops, h, weight, bias, labels, scale: float):
     """``scale`` x the summed cross-entropy of the head on ``h`` (N, d) and its gradients
-    ``(loss, (d loss/d h, d loss/d weight, d loss/d bias))``: per chunk the logits ``z``, then
-    ``dz = scale (softmax(z) - onehot)`` (``ops.cross_entropy_grad``), ``dh = dz W^T``, ``dW += h^T dz``,
-    ``db += sum dz``."""
+    ``(loss, (d loss/d h, d loss/d weight, d loss/d bias))``: ``head_chunk_grads`` per chunk, in order,
+    the weight's and bias's parts summed."""
     chunks = head_chunks(ops.shape(h)[0], ops.shape(weight)[-1])
     if ops.head_blocks is not None:
         return ops.head_blocks.loss_and_grads(h, weight, bias, labels, scale, chunks)
@@ -181,13 +191,11 @@ def head_loss_and_grads(ops, h, weight, bias, labels, scale: float):
     dh = []
     for start, stop in chunks:
         hc, y = ops.rows(h, start, stop), ops.rows(labels, start, stop)
-        part, dz = ops.cross_entropy_grad(head_logits(ops, hc, weight, bias), y, scale)
-        dh.append(ops.matmul(dz, ops.transpose(weight, (1, 0))))
-        ht = ops.transpose(hc, (1, 0))
-        dweight = ops.matmul(ht, dz) if dweight is None else ops.affine(ht, dz, dweight)
-        part_b = ops.sum(dz, axis=0)
+        part, dh_part, dweight_part, dbias_part = head_chunk_grads(ops, hc, weight, bias, y, scale)
+        dh.append(dh_part)
         loss = part if loss is None else loss + part
-        dbias = part_b if dbias is None else dbias + part_b
+        dweight = dweight_part if dweight is None else dweight + dweight_part
+        dbias = dbias_part if dbias is None else dbias + dbias_part
     return loss * scale, (ops.concat(dh, axis=0) if len(dh) > 1 else dh[0], dweight, dbias)
 
 
