@@ -8,6 +8,8 @@ import mlx.core as mx
 
 from backends.spec.ops import Ops
 
+from .head import SequencedChunks
+
 
 class MlxOps(Ops):
     """MLX primitives; ``dtype`` is the float type of constants created without a ``like`` array.
@@ -20,6 +22,7 @@ class MlxOps(Ops):
 
     def __init__(self, dtype: mx.Dtype = mx.float32):
         self.dtype = dtype
+        self.head_blocks = SequencedChunks(self)
 
     def constant(self, value, like=None):
         return mx.array(value, dtype=self.dtype if like is None else like.dtype)

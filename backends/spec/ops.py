@@ -15,7 +15,9 @@ Capabilities are declared attributes, never probed:
   from the hidden width d to one; the default is the spec's ``"concat"``.
 - ``head_blocks``: ``None``, or an object whose ``sums(h, weight, bias, labels, chunks)`` and
   ``loss_and_grads(h, weight, bias, labels, scale, chunks)`` compute ``spec.forward.head_sums`` and
-  ``head_loss_and_grads`` with the framework's own blocking of the same sums (``backends.torch.head``).
+  ``head_loss_and_grads`` with the framework's own blocking or ordering of the same sums
+  (``backends.torch.head``: vocabulary blocks; ``backends.keras.head``: a ``lax.scan`` on JAX;
+  ``backends.mlx.head``: each chunk after the one before).
 """
 
 from __future__ import annotations
