@@ -5,24 +5,31 @@ unrolled loop held them all (``Compiled.memory_analysis``)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from backends.spec import forward as F
 from backends.spec import rng
+from tests.conftest import backend_or_skip
 
 pytestmark = pytest.mark.keras_jax
-keras = pytest.importorskip("keras")
-if keras.backend.backend() != "jax":
-    pytest.skip("Keras runs on another backend here (KERAS_BACKEND); this is JAX's head", allow_module_level=True)
-jax = pytest.importorskip("jax")
+if os.environ.get("KERAS_BACKEND", "jax") != "jax":
+    pytest.skip("Keras runs on another backend in this process (KERAS_BACKEND); this is JAX's head", allow_module_level=True)
 
-from backends.keras.layers import float_dtype  # noqa: E402
-from backends.keras.ops import KerasOps  # noqa: E402
+
+@pytest.fixture(scope="module")
+def keras_ops():
+    """``KerasOps`` on JAX, float64 switched on (``jax_enable_x64``)."""
+    backend = backend_or_skip("keras-jax")
+    backend.layers.float_dtype("float64")
+    from backends.keras.ops import KerasOps
+
+    return KerasOps
 
 
 def _inputs(tokens: int, d: int, vocab: int, dtype="float64"):
-    float_dtype(dtype)  # float64: switches on jax_enable_x64
     gen = rng.sample_generator(11)
     h = gen.standard_normal((tokens, d)).astype(dtype)
     w = (gen.standard_normal((d, vocab)) * 0.3).astype(dtype)
@@ -30,18 +37,18 @@ def _inputs(tokens: int, d: int, vocab: int, dtype="float64"):
     return h, w, b, gen.integers(0, vocab, tokens)
 
 
-def _loop_ops(dtype: str) -> KerasOps:
-    ops = KerasOps(dtype)
+def _loop_ops(keras_ops, dtype: str):
+    ops = keras_ops(dtype)
     ops.head_blocks = None  # the spec's Python loop over the chunks
     return ops
 
 
 @pytest.mark.parametrize(("tokens", "rows"), [(96, 24), (90, 24), (40, 64)], ids=["even", "ragged", "one-chunk"])
-def test_scanned_chunks_equal_the_specs_loop(monkeypatch, tokens, rows):
+def test_scanned_chunks_equal_the_specs_loop(keras_ops, monkeypatch, tokens, rows):
     vocab = 37
     monkeypatch.setattr(F, "HEAD_CHUNK_ELEMENTS", rows * vocab)
     h, w, b, y = _inputs(tokens, 8, vocab)
-    scanned, loop = KerasOps("float64"), _loop_ops("float64")
+    scanned, loop = keras_ops("float64"), _loop_ops(keras_ops, "float64")
     assert scanned.head_blocks is not None
     got = F.head_loss_and_grads(scanned, h, w, b, y, 1.0 / tokens)
     want = F.head_loss_and_grads(loop, h, w, b, y, 1.0 / tokens)
@@ -52,7 +59,9 @@ def test_scanned_chunks_equal_the_specs_loop(monkeypatch, tokens, rows):
     assert float(sums[0]) == pytest.approx(float(loop_sums[0]), rel=1e-13) and float(sums[1]) == float(loop_sums[1])
 
 
-def test_the_compiled_gradient_holds_one_chunks_logits(monkeypatch):
+def test_the_compiled_gradient_holds_one_chunks_logits(keras_ops, monkeypatch):
+    import jax
+
     tokens, d, vocab, rows = 2048, 16, 4096, 64
     monkeypatch.setattr(F, "HEAD_CHUNK_ELEMENTS", rows * vocab)
     chunk_bytes, full_bytes = rows * vocab * 4, tokens * vocab * 4  # 1 MB, 32 MB
@@ -64,6 +73,6 @@ def test_the_compiled_gradient_holds_one_chunks_logits(monkeypatch):
 
         return jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(h, w, b).compile().memory_analysis().temp_size_in_bytes
 
-    scanned, unrolled = temp_bytes(KerasOps("float32")), temp_bytes(_loop_ops("float32"))
+    scanned, unrolled = temp_bytes(keras_ops("float32")), temp_bytes(_loop_ops(keras_ops, "float32"))
     assert scanned <= 4 * chunk_bytes, (scanned, chunk_bytes)  # a chunk's logits and their gradient, and the gradients
     assert unrolled >= full_bytes, (unrolled, full_bytes)  # XLA's CPU scheduler runs the unrolled chunks side by side
