@@ -9,14 +9,16 @@ consumed: peak resident memory of a Tiny LM training step 1.79 GB, 0.53 GB with 
 the 2-core CPU machine with OpenBLAS, same step time).
 
 Why two lanes: MLX's CPU element-wise kernels (the chunk's exp, about half of the step) run on one
-thread per stream, so two streams keep both cores busy: Tiny LM training step 4.5 s -> 3.0-3.3 s
-(interleaved, quiet machine), 0.76 GB. On a GPU one lane (the default stream).
+thread per stream, so two streams keep both cores busy: Tiny LM training step 4.4 s -> 3.0 s
+(interleaved, quiet machine), 0.75 GB. On a GPU, or given one thread, one lane (the default stream).
 
 The sums are the spec's; each lane adds its chunks in order and the lanes are added at the end, so only
 the order of the additions over chunks differs from the spec's loop.
 """
 
 from __future__ import annotations
+
+import os
 
 import mlx.core as mx
 
@@ -26,36 +28,41 @@ CPU_LANES = 2
 _STREAMS: list = []
 
 
+def cpu_lanes() -> int:
+    """``CPU_LANES``, or 1 where the process is given one compute thread (``OMP_NUM_THREADS=1``, as a sweep's
+    worker running beside others is): a second stream would only take another worker's core."""
+    return 1 if os.environ.get("OMP_NUM_THREADS") == "1" else CPU_LANES
+
+
 def _streams() -> list:
-    """The streams chunks run on: ``CPU_LANES`` CPU streams (the default one first), or the default stream."""
+    """The streams chunks run on: ``cpu_lanes()`` CPU streams (the default one first), or the default stream."""
     if mx.default_device() != mx.cpu:
         return [mx.default_stream(mx.default_device())]
     if not _STREAMS:
-        _STREAMS.extend([mx.default_stream(mx.cpu), *(mx.new_stream(mx.cpu) for _ in range(CPU_LANES - 1))])
+        _STREAMS.extend([mx.default_stream(mx.cpu), *(mx.new_stream(mx.cpu) for _ in range(cpu_lanes() - 1))])
     return _STREAMS
 
 
-def _add(total, part):
-    return part if total is None else total + part
-
-
-def _lanes(chunks, chunk_fn, h, labels, summed: tuple[int, ...]):
+def _lanes(chunks, chunk_fn, h, labels, summed: tuple[int, ...], kept: tuple[int, ...] = ()):
     """``chunk_fn(states, labels)`` per chunk, chunk ``i`` on lane ``i % lanes`` once the lane's previous
-    chunk's results are computed. Returns each chunk's results (in chunk order) and, per lane, the sums
-    of the results at the positions ``summed``."""
+    chunk's results and the lane's sums up to it are computed. Returns the results at the positions ``kept`` of every chunk (in chunk
+    order) and the sums over all chunks of those at ``summed`` (each lane's, then the lanes'). Nothing else
+    of a chunk is held, so its arrays are freed once used."""
     streams = _streams()
-    results: list[tuple] = []
+    previous: list = [None] * len(streams)
     totals: list = [None] * len(streams)
+    out = []
     for i, (start, stop) in enumerate(chunks):
         lane = i % len(streams)
         with mx.stream(streams[lane]):
-            hc = h[start:stop] if i < len(streams) else mx.depends(h[start:stop], list(results[i - len(streams)]))
+            hc = h[start:stop] if previous[lane] is None else mx.depends(h[start:stop], previous[lane])
             part = chunk_fn(hc, labels[start:stop])
-        results.append(part)
+        out.append([part[k] for k in kept])
         parts = [part[k] for k in summed]
-        totals[lane] = parts if totals[lane] is None else [_add(t, p) for t, p in zip(totals[lane], parts)]
+        totals[lane] = parts if totals[lane] is None else [t + p for t, p in zip(totals[lane], parts)]
+        previous[lane] = [*totals[lane], *out[-1]]  # the running sums too, so each chunk's parts are added and freed
     totals = [t for t in totals if t is not None]
-    return results, [sum(values[1:], values[0]) for values in zip(*totals)]
+    return out, [sum(values[1:], values[0]) for values in zip(*totals)]
 
 
 class SequencedChunks:
@@ -73,6 +80,6 @@ class SequencedChunks:
         def chunk(hc, y):
             return head_chunk_grads(self.ops, hc, weight, bias, y, scale)
 
-        results, (loss, dweight, dbias) = _lanes(chunks, chunk, h, labels, (0, 2, 3))
-        dh = [r[1] for r in results]
+        kept, (loss, dweight, dbias) = _lanes(chunks, chunk, h, labels, (0, 2, 3), kept=(1,))
+        dh = [k[0] for k in kept]
         return loss * scale, (mx.concatenate(dh, axis=0) if len(dh) > 1 else dh[0], dweight, dbias)
