@@ -1,13 +1,15 @@
 """Report hygiene: printed rounding keeps trailing zeros, no verdict across datasets, Table 7 needs two
-measured values, Table 5 says its runs were still improving, shared and orphan runs are named."""
+measured values and tests a best value that differs over seeds, Table 5 says its runs were still
+improving, shared and orphan runs are named."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from harness import report
-from harness.experiments import get
+from harness.experiments import Row, get
 from harness.experiments.tables import Printed
 
 RUNS = Path(__file__).resolve().parents[1] / "results" / "runs"
@@ -33,9 +35,27 @@ def test_no_verdict_across_datasets_and_counts_without_spread():
     assert [line[experts] for line in sec.rows] == ["8", "6", "3", "1"]
 
 
-def test_table7_best_needs_two_measured_values():
+def test_table7_best_needs_two_measured_values_and_tests_a_difference():
     notes = [n for s in report.sections(get("table7"), _records()) for n in s.notes if n.startswith("Best values")]
-    assert notes and all("needs ≥ 2 measured values" in n and "agrees" not in n for n in notes)
+    parts = [p for n in notes for p in n.removeprefix("Best values: ").rstrip(".").split("; ")]
+    one = [p for p in parts if "needs ≥ 2 measured values" in p]
+    measured = [p for p in parts if re.search(r"of ([2-9]|\d\d+) measured", p)]
+    assert one and measured and len(one) + len(measured) == len(parts), parts  # keras-jax measured them all
+    assert all("agrees" not in p for p in one)
+    assert all("Welch p = " in p for p in measured if "differs" in p)
+
+
+def test_table7_best_gap_is_tested_over_seeds():
+    row = {value: Row({"parameter": "noise", "value": value}) for value in (0.1, 0.01)}
+
+    def runs(*accuracies):
+        return [{"summary": {"accuracy": a / 100}} for a in accuracies]
+
+    close = [(row[0.1], runs(89.8, 89.7, 89.9)), (row[0.01], runs(90.0, 89.7, 90.2))]
+    apart = [(row[0.1], runs(89.8, 89.7, 89.9)), (row[0.01], runs(91.0, 91.1, 90.9))]
+    assert "within the seeds' spread" in report._best_gap(close[1][1], close, 0.1)
+    assert "beyond the seeds' spread" in report._best_gap(apart[1][1], apart, 0.1)
+    assert report._best_gap(runs(90.0), close, 0.1) == ""  # one seed: no test
 
 
 def test_table5_says_its_runs_were_still_improving():
