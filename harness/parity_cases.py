@@ -11,7 +11,8 @@ by Switch (capacity, dropping), and the Transformer language model with DynaMoE.
 the Transformer backbone (``spec.transformer``) with each feed-forward (DynaMoE, the dense MLP, MoUE) and
 an ascending top-2 schedule, in every backend's tests (``tests/backend_checks.check_transformer_parity``:
 forward, masks, the probes' inputs, gradients and a short trajectory, under the MLP backbone's tolerances).
-``LAYER_CASES``: the native layers (``DynaMoE``, ``DynaMoEStack``, ``MoUEStack`` by ``from_arrays``) in the
+``LAYER_CASES``: the native layers (``DynaMoE``, ``DynaMoEStack``, ``MoUEStack``, ``TransformerBlock`` (its first
+layer, on sequences) by ``from_arrays``) in the
 matrix and in every backend's tests (``tests/backend_checks.check_layer_parity``).
 """
 
@@ -61,6 +62,7 @@ LAYER_CASES = {
     "layer-dynamoe": ("DynaMoE", ROUTER_CASES["dynamic-balance"]),
     "layer-dynamoe-stack": ("DynaMoEStack", ROUTER_CASES["dynamic-balance"]),
     "layer-moue-stack": ("MoUEStack", ROUTER_CASES["moue"]),
+    "layer-transformer-block": ("TransformerBlock", TRANSFORMER_CASES["transformer-dynamoe"]),
 }
 # The language-model head alone (``spec.forward.linear_cross_entropy``): its loss and the gradients of the
 # states, head weight and bias against the float64 full-logits formula, in chunks (a ragged last one).

@@ -67,21 +67,37 @@ def layer_inputs(case: str):
 
     kind, cfg = LAYER_CASES[case]
     params = init_params(cfg, 7)
-    arrays = common.under(params, "layers.0.") if kind == "DynaMoE" else {k: params[k] for k in common.stack_shapes(cfg)}
+    one = kind in ONE_LAYER
+    arrays = common.under(params, "layers.0.") if one else {k: params[k] for k in common.stack_shapes(cfg)}
     gen = rng.sample_generator(17)
-    h, probe = gen.standard_normal((LAYER_TOKENS, cfg.hidden_dim)), gen.standard_normal((LAYER_TOKENS, cfg.hidden_dim))
+    shape = (LAYER_TOKENS // BLOCK_STEPS, BLOCK_STEPS, cfg.hidden_dim) if kind == "TransformerBlock" else (LAYER_TOKENS, cfg.hidden_dim)
+    h, probe = gen.standard_normal(shape), gen.standard_normal(shape)
     noises = step_noises(cfg, 11, 0, LAYER_TOKENS)
-    return kind, cfg, arrays, h, (noises[:1] if kind == "DynaMoE" else noises), probe
+    return kind, cfg, arrays, h, (noises[:1] if one else noises), probe
+
+
+ONE_LAYER = ("DynaMoE", "TransformerBlock")  # cases holding layer 0's arrays, given layer 0's noise alone
+BLOCK_STEPS = 16  # the TransformerBlock case's sequence length: LAYER_TOKENS // 16 sequences
+
+
+def _spec_name(kind: str, name: str) -> str:
+    """A native layer's parameter path as the spec's name (a ``TransformerBlock``'s feed-forward sits under
+    ``feed_forward.``)."""
+    return name.removeprefix("feed_forward.") if kind == "TransformerBlock" else name
+
+
+def _from_arrays(backend, kind, cfg, arrays, dtype):
+    return getattr(backend, kind).from_arrays(cfg.router if kind == "DynaMoE" else cfg, arrays, dtype=dtype)
 
 
 def _layer_torch(backend, kind, cfg, arrays, dtype, h, noises, probe):
     import torch
 
-    layer = getattr(backend, kind).from_arrays(cfg.router if kind == "DynaMoE" else cfg, arrays, dtype=dtype)
+    layer = _from_arrays(backend, kind, cfg, arrays, dtype)
     dt = backend.layers.DTYPES[dtype]
     x, c = torch.as_tensor(h, dtype=dt), torch.as_tensor(probe, dtype=dt)
     noise = [torch.as_tensor(n, dtype=dt) for n in noises]
-    arg = noise[0] if kind == "DynaMoE" else noise
+    arg = noise[0] if kind in ONE_LAYER else noise
     out = {}
     with torch.no_grad():
         for mode in ("eval", "train"):
@@ -93,7 +109,7 @@ def _layer_torch(backend, kind, cfg, arrays, dtype, h, noises, probe):
     y = layer(x, arg)
     loss = (y * c).sum() / len(h) + layer.aux_loss
     grads = torch.autograd.grad(loss, [x, *leaves.values()])
-    return out, float(loss.detach()), {name: g.numpy().copy() for name, g in zip(["input", *leaves], grads)}
+    return out, float(loss.detach()), {_spec_name(kind, name): g.numpy().copy() for name, g in zip(["input", *leaves], grads)}
 
 
 def _layer_keras(backend, kind, cfg, arrays, dtype, h, noises, probe):
@@ -104,11 +120,11 @@ def _layer_keras(backend, kind, cfg, arrays, dtype, h, noises, probe):
 
     from backends.keras.train import compile_fn, value_and_grad
 
-    layer = getattr(backend, kind).from_arrays(cfg.router if kind == "DynaMoE" else cfg, arrays, dtype=dtype)
+    layer = _from_arrays(backend, kind, cfg, arrays, dtype)
     dt = backend.layers.float_dtype(dtype)
     x, c = ops.convert_to_tensor(np.asarray(h, dtype=dt)), ops.convert_to_tensor(np.asarray(probe, dtype=dt))
     noise = [ops.convert_to_tensor(np.asarray(n, dtype=dt)) for n in noises]
-    arg = noise[0] if kind == "DynaMoE" else noise
+    arg = noise[0] if kind in ONE_LAYER else noise
     trainable, non_trainable = [v.value for v in layer.trainable_variables], [v.value for v in layer.non_trainable_variables]
 
     def forward(trainable, x, arg):
@@ -135,11 +151,11 @@ def _layer_mlx(backend, kind, cfg, arrays, dtype, h, noises, probe):
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    layer = getattr(backend, kind).from_arrays(cfg.router if kind == "DynaMoE" else cfg, arrays, dtype=dtype)
+    layer = _from_arrays(backend, kind, cfg, arrays, dtype)
     dt = {"float32": mx.float32, "float64": mx.float64}[dtype]
     x, c = mx.array(np.asarray(h), dtype=dt), mx.array(np.asarray(probe), dtype=dt)
     noise = [mx.array(np.asarray(n), dtype=dt) for n in noises]
-    arg = noise[0] if kind == "DynaMoE" else noise
+    arg = noise[0] if kind in ONE_LAYER else noise
     out = {}
     for mode in ("eval", "train"):
         layer.train(mode == "train")
@@ -154,7 +170,7 @@ def _layer_mlx(backend, kind, cfg, arrays, dtype, h, noises, probe):
     value, (gp, gx) = mx.value_and_grad(loss, argnums=(0, 1))(params, x)
     mx.eval(value, gp, gx)
     layer.update(params)
-    return out, float(value.item()), {"input": np.array(gx), **{k: np.array(g) for k, g in tree_flatten(gp)}}
+    return out, float(value.item()), {"input": np.array(gx), **{_spec_name(kind, k): np.array(g) for k, g in tree_flatten(gp)}}
 
 
 _LAYER_RUNNERS = {"backends.torch": _layer_torch, "backends.keras": _layer_keras, "backends.mlx": _layer_mlx}

@@ -25,6 +25,15 @@ def test_a_backend_agrees_with_itself_and_the_reference(torch_results):
     assert 0 < e["forward_float32_rel"] <= 1e-5 and e["forward_float64_abs"] <= 1e-10
     assert matrix["pairs"]["torch | twin"]["trajectory_float32_first_step_over_1e-06"] is None
     assert len(torch_results["trajectory/float32/losses"]) == len(torch_results["trajectory/float64/losses"]) == 3
+    # attention's key bias has no gradient (it moves every score of a query alike): float32 rounding there
+    # is not a difference between backends; the same noise on a gradient that exists is
+    key_bias = "layer-transformer-block/float32/grad/attn.key.bias"
+    assert np.linalg.norm(torch_results[key_bias.replace("float32", "float64")]) <= 1e-9
+    noisy = {**twin, key_bias: twin[key_bias] + 1e-7}
+    assert parity.verdicts(parity.compare({"torch": torch_results, "noisy": noisy})) == []
+    live = "layer-transformer-block/float32/grad/attn.query.bias"
+    noisy = {**twin, live: twin[live] * 1.01}
+    assert "torch | noisy: gradient_float32_rel" in "\n".join(parity.verdicts(parity.compare({"torch": torch_results, "noisy": noisy})))
 
 
 def test_verdicts_catch_injected_errors(torch_results):
@@ -56,7 +65,7 @@ def test_the_native_layers_are_in_the_matrix_and_one_perturbed_weight_fails_them
     matrix = parity.compare({"torch": torch_results})
     assert parity.verdicts(matrix) == [] and matrix["backends"]["torch"]["layers_gradient_fd"] <= 1.0
     case = "layer-moue-stack"
-    ref = parity.layer_reference(case)
+    ref, block_ref = parity.layer_reference(case), parity.layer_reference("layer-transformer-block")
     inputs = parity_worker.layer_inputs
 
     def moved(case):
@@ -69,6 +78,17 @@ def test_the_native_layers_are_in_the_matrix_and_one_perturbed_weight_fails_them
     bad = {k: v for dtype in parity_worker.DTYPES for k, v in parity_worker.layer_case(load("torch"), case, dtype).items()}
     failures = "\n".join(parity.layer_failures("moved", parity.layer_errors(bad, case, ref)))
     assert "moved: layers_forward_float64_abs" in failures, failures
+    block = "layer-transformer-block"  # the Transformer block's attention, moved the same way
+
+    def moved_attention(case):
+        kind, cfg, arrays, *rest = inputs(case)
+        arrays = {**arrays, "attn.query.weight": arrays["attn.query.weight"].copy()}
+        arrays["attn.query.weight"][0, 0] += 1e-4
+        return kind, cfg, arrays, *rest
+
+    monkeypatch.setattr(parity_worker, "layer_inputs", moved_attention)
+    bad = {k: v for dtype in parity_worker.DTYPES for k, v in parity_worker.layer_case(load("torch"), block, dtype).items()}
+    assert "moved: layers_forward_float64_abs" in "\n".join(parity.layer_failures("moved", parity.layer_errors(bad, block, block_ref)))
     off = {k: v.copy() for k, v in torch_results.items() if k.startswith(f"{case}/")}
     off[f"{case}/float64/grad/pool.gate.weight"] *= 1.01
     assert "off: layers_gradient_fd" in "\n".join(parity.layer_failures("off", parity.layer_errors(off, case, ref)))
