@@ -354,7 +354,7 @@ def test_ctrl_c_stops_the_sweep_keeps_its_checkpoint_and_the_same_command_resume
     runtime is gone, and the same command resumes from the checkpoint to the uninterrupted run's record
     (timings and environment aside)."""
     backend_or_skip("torch")
-    argv = ["run", "table2", "--dataset", "synthetic", "--num-samples", "4096", "--epochs", "4", "--seeds", "0", *ONE_ROW]
+    argv = ["run", "table2", "--dataset", "synthetic", "--num-samples", "4096", "--epochs", "8", "--seeds", "0", *ONE_ROW]
     jobs = ["--jobs", str(max(2, os.cpu_count() or 1))]  # one thread, as each Ray run has (--cpus-per-run 1)
     whole = _cli(*argv, *jobs, "--results-dir", str(tmp_path / "whole"), timeout=300)
     assert whole.returncode == 0, whole.stdout + whole.stderr
@@ -368,12 +368,16 @@ def test_ctrl_c_stops_the_sweep_keeps_its_checkpoint_and_the_same_command_resume
     reader.start()
     try:
         deadline = time.time() + 300
+        runtime: dict = {}
+        workers: list[int] = []
+        # the Ray runtime the sweep started, and its workers, read while waiting: on a quiet machine an epoch
+        # takes a quarter of a second, and the run must still be going when SIGINT comes
         while not store.checkpoint_path(key).exists():  # epoch 1's checkpoint, in the driver's store
             assert proc.poll() is None and time.time() < deadline, "".join(lines)
-            time.sleep(0.05)
-        runtime = _commands(_descendants(proc.pid))  # the Ray runtime the sweep started, and its workers
-        assert any(b"raylet" in c for c in runtime.values()) and _worker_pids(key), runtime
+            runtime, workers = _commands(_descendants(proc.pid)), _worker_pids(key) or workers
+            time.sleep(0.02)
         (os.killpg if to == "group" else os.kill)(proc.pid, signal.SIGINT)
+        assert any(b"raylet" in c for c in runtime.values()) and workers, runtime
         interrupted = time.perf_counter()
         code = proc.wait(timeout=60)
         stop_s = time.perf_counter() - interrupted
