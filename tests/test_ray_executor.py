@@ -354,7 +354,7 @@ def test_ctrl_c_stops_the_sweep_keeps_its_checkpoint_and_the_same_command_resume
     runtime is gone, and the same command resumes from the checkpoint to the uninterrupted run's record
     (timings and environment aside)."""
     backend_or_skip("torch")
-    argv = ["run", "table2", "--dataset", "synthetic", "--num-samples", "4096", "--epochs", "8", "--seeds", "0", *ONE_ROW]
+    argv = ["run", "table2", "--dataset", "synthetic", "--num-samples", "16384", "--epochs", "8", "--seeds", "0", *ONE_ROW]
     jobs = ["--jobs", str(max(2, os.cpu_count() or 1))]  # one thread, as each Ray run has (--cpus-per-run 1)
     whole = _cli(*argv, *jobs, "--results-dir", str(tmp_path / "whole"), timeout=300)
     assert whole.returncode == 0, whole.stdout + whole.stderr
@@ -370,8 +370,8 @@ def test_ctrl_c_stops_the_sweep_keeps_its_checkpoint_and_the_same_command_resume
         deadline = time.time() + 300
         runtime: dict = {}
         workers: list[int] = []
-        # the Ray runtime the sweep started, and its workers, read while waiting: on a quiet machine an epoch
-        # takes a quarter of a second, and the run must still be going when SIGINT comes
+        # the Ray runtime the sweep started, and its workers, read while waiting; 16,384 samples make an epoch
+        # about a second on a quiet machine, so the run is still going when the stop (1-2 s) takes effect
         while not store.checkpoint_path(key).exists():  # epoch 1's checkpoint, in the driver's store
             assert proc.poll() is None and time.time() < deadline, "".join(lines)
             runtime, workers = _commands(_descendants(proc.pid)), _worker_pids(key) or workers
