@@ -10,6 +10,7 @@ what a test starts is shut down. Token authentication stays on with a token of t
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -362,7 +363,12 @@ def test_ctrl_c_stops_the_sweep_keeps_its_checkpoint_and_the_same_command_resume
     store = Store(tmp_path / "stopped")
     cmd = [sys.executable, "-m", "harness", *argv, "--executor", "ray", "--results-dir", str(store.root)]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # as a terminal's foreground command has it: SIGINT at its default (a background job of a shell without
+    # job control inherits it ignored, and Python then installs no KeyboardInterrupt handler)
+    default_sigint = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=default_sigint
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
