@@ -34,44 +34,44 @@ class ScannedChunks:
         ops = self.ops
         return ops.reshape(ops.rows(x, 0, equal * size), (equal, size, *ops.shape(x)[1:]))
 
-    def sums(self, h, weight, bias, labels, chunks):
+    def _scan(self, chunk, zeros, h, labels, chunks):
+        """``chunk(states, labels) -> (sums, kept)`` over the chunks: the ragged rest first (its sums start the
+        carry, else ``zeros()``), then the equal chunks in a ``lax.scan``. Returns the summed carry, the equal
+        chunks' ``kept`` stacked, and the rest's ``kept`` (``None`` without a rest)."""
         import jax
 
         ops = self.ops
         equal, size, rest = _split(chunks)
         total = ops.shape(h)[0]
-        carry = (ops.constant(0.0, like=h), ops.constant(0.0, like=h))
-        if rest < total:
-            carry = head_chunk_sums(ops, ops.rows(h, rest, total), weight, bias, ops.rows(labels, rest, total))
+        carry, rest_kept = (zeros(), None) if rest == total else chunk(ops.rows(h, rest, total), ops.rows(labels, rest, total))
 
-        def body(carry, chunk):
-            loss, correct = head_chunk_sums(ops, chunk[0], weight, bias, chunk[1])
-            return (carry[0] + loss, carry[1] + correct), None
+        def body(carry, xs):
+            sums, kept = chunk(*xs)
+            return tuple(c + s for c, s in zip(carry, sums)), kept
 
-        (loss, correct), _ = jax.lax.scan(body, carry, (self._stacked(h, equal, size), self._stacked(labels, equal, size)))
+        carry, kept = jax.lax.scan(body, tuple(carry), (self._stacked(h, equal, size), self._stacked(labels, equal, size)))
+        return carry, kept, rest_kept
+
+    def sums(self, h, weight, bias, labels, chunks):
+        ops = self.ops
+        zero = ops.constant(0.0, like=h)
+        (loss, correct), _, _ = self._scan(
+            lambda hc, y: (head_chunk_sums(ops, hc, weight, bias, y), None), lambda: (zero, zero), h, labels, chunks
+        )
         return loss, correct
 
     def loss_and_grads(self, h, weight, bias, labels, scale: float, chunks):
-        import jax
-
         ops = self.ops
-        equal, size, rest = _split(chunks)
-        total, d = ops.shape(h)
-        if rest < total:
-            hr, yr = ops.rows(h, rest, total), ops.rows(labels, rest, total)
-            loss, dh_rest, dweight, dbias = head_chunk_grads(ops, hr, weight, bias, yr, scale)
-        else:
-            loss, dh_rest = ops.constant(0.0, like=h), None
-            dweight, dbias = weight * 0.0, bias * 0.0
 
-        def body(carry, chunk):
-            part, dh, dweight, dbias = head_chunk_grads(ops, chunk[0], weight, bias, chunk[1], scale)
-            return (carry[0] + part, carry[1] + dweight, carry[2] + dbias), dh
+        def chunk(hc, y):
+            part, dh, dweight, dbias = head_chunk_grads(ops, hc, weight, bias, y, scale)
+            return (part, dweight, dbias), dh
 
-        (loss, dweight, dbias), dh = jax.lax.scan(
-            body, (loss, dweight, dbias), (self._stacked(h, equal, size), self._stacked(labels, equal, size))
-        )
-        dh = ops.reshape(dh, (equal * size, d))
+        def zeros():
+            return ops.constant(0.0, like=h), weight * 0.0, bias * 0.0
+
+        (loss, dweight, dbias), dh, dh_rest = self._scan(chunk, zeros, h, labels, chunks)
+        dh = ops.reshape(dh, (-1, ops.shape(h)[1]))
         if dh_rest is not None:
             dh = ops.concat([dh, dh_rest], axis=0)
         return loss * scale, (dh, dweight, dbias)
