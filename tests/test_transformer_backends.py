@@ -68,3 +68,40 @@ def test_transformer_models_refuse_wrong_arrays_and_share_weights_files(name, tm
     assert all(np.array_equal(backend.export_params(again)[k], exported[k]) for k in exported)
     flat = cfg.replace(backbone="mlp")  # every other config goes to the backend's own build_model
     assert list(backend.export_params(module.build_model(flat, init_params(flat, 0)))) == list(init_params(flat, 0))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_transformer_models_keep_the_model_contract_and_their_hidden_states_are_the_references(name):
+    """``hidden`` (what a user's own head or probe reads) and ``forward_with_routing`` of the Transformer
+    model, float64, against ``spec.forward`` on NumPy: the same arithmetic, so only the order of float64
+    additions differs (bound 1e-12 against values of order 1)."""
+    from backends.api import ModelLike
+    from backends.spec import forward as F
+    from backends.spec.ops import NumpyOps
+
+    backend, module = _load(name)
+    cfg = TRANSFORMER_CASES["transformer-dynamoe"]
+    params = init_params(cfg, 0)
+    model = module.build_model(cfg, params, "float64")
+    assert isinstance(model, ModelLike)
+    x = np.random.default_rng(3).integers(0, cfg.vocab_size, (2, 16))
+    ops = NumpyOps(np.float64)
+    want_h, want_routings = F.model_hidden(ops, params, x, cfg)
+    h, routings = model.hidden(backend.to_tensor(model, x))
+    got_h = np.asarray(_numpy(name, h))
+    assert got_h.shape == (2 * 16, cfg.hidden_dim)
+    np.testing.assert_allclose(got_h, want_h, rtol=0, atol=1e-12)
+    assert [np.array_equal(_numpy(name, r.mask), w.mask) for r, w in zip(routings, want_routings)] == [True] * cfg.num_layers
+    logits, _ = model.forward_with_routing(backend.to_tensor(model, x))
+    want_logits, _ = F.model_forward(ops, params, x, cfg)
+    np.testing.assert_allclose(np.asarray(_numpy(name, logits)), want_logits, rtol=0, atol=1e-12)
+
+
+def _numpy(name: str, t) -> np.ndarray:
+    if name == "torch":
+        return t.detach().cpu().numpy()
+    if name == "mlx":
+        return np.array(t)
+    import keras
+
+    return keras.ops.convert_to_numpy(t)

@@ -14,7 +14,53 @@ from .configs import model_config, to_dict
 from .layers import OPS, ArrayInitializer, DynaMoEStack, MoUEStack, _Stack, float_dtype, keras_name, spec_name
 
 
-class _Network(keras.Model):
+class SpecModel(keras.Model):
+    """What every network of the spec shares: ``cfg``, its weights under the spec's names
+    (``spec_variables``, each subclass's own), and its forward (``spec.forward.model_forward``,
+    ``model_hidden``) over their values; saved and loaded with its ``cfg``."""
+
+    cfg: ModelConfig
+
+    def spec_variables(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: dict):
+        # ``keras.saving.load_model`` assigns every weight right after: zeros from NumPy instead of Keras's
+        # random initialisers, which compile a kernel per shape on JAX.
+        config = dict(config)
+        cfg = model_config(config.pop("cfg"))
+        return cls(cfg, {name: np.zeros(shape) for name, shape in param_shapes(cfg).items()}, **config)
+
+    def set_params(self, params: dict) -> None:
+        """Assign the spec's NumPy arrays (all of them, spec names), rounded to the model's dtype by NumPy."""
+        for name, variable in self.spec_variables().items():
+            variable.assign(np.asarray(params[name], dtype=variable.dtype))
+
+    def params(self) -> dict:
+        """``{spec name: current value}`` (inside ``stateless_call``, the values it was handed)."""
+        return {name: v.value for name, v in self.spec_variables().items()}
+
+    def forward_with_routing(self, x, noises=None):
+        """``(logits, routings)`` via ``spec.forward.model_forward``."""
+        return F.model_forward(OPS, self.params(), x, self.cfg, noises)
+
+    def hidden(self, x, noises=None):
+        """``(LayerNorm(h_L) (N, d), routings)``: the normalised states the head reads (``lm``: N = B*T)."""
+        return F.model_hidden(OPS, self.params(), x, self.cfg, noises)
+
+    def call(self, x, noises=None, with_routings=False):
+        """Logits, or ``(logits, routings)`` with ``with_routings`` (what the training loss needs)."""
+        logits, routings = self.forward_with_routing(x, noises)
+        return (logits, routings) if with_routings else logits
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(cfg=to_dict(self.cfg), dtype=self.dtype_policy.name)
+        return config
+
+
+class _Network(SpecModel):
     """Input projection or embedding, the kind's stack, and the head, evaluated by ``spec.forward``.
 
     ``cfg`` is a ``ModelConfig`` or its ``configs.to_dict`` form (what ``get_config`` stores). The
@@ -34,14 +80,6 @@ class _Network(keras.Model):
         self.build(self.input_shape_of(self.cfg))
         self._initial = None
 
-    @classmethod
-    def from_config(cls, config: dict):
-        # ``keras.saving.load_model`` assigns every weight right after: zeros from NumPy instead of Keras's
-        # random initialisers, which compile a kernel per shape on JAX.
-        config = dict(config)
-        cfg = model_config(config.pop("cfg"))
-        return cls(cfg, {name: np.zeros(shape) for name, shape in param_shapes(cfg).items()}, **config)
-
     def build_from_config(self, config):
         pass  # built in ``__init__`` (``from_config`` hands it zeros)
 
@@ -59,34 +97,6 @@ class _Network(keras.Model):
         own = {spec_name(v.name): v for v in self._trainable_variables}  # input/embed and head
         own.update(self.stack.spec_variables())
         return {name: own[name] for name in param_shapes(self.cfg)}
-
-    def set_params(self, params: dict) -> None:
-        """Assign the spec's NumPy arrays (all of them, spec names), rounded to the model's dtype by NumPy."""
-        for name, variable in self.spec_variables().items():
-            variable.assign(np.asarray(params[name], dtype=variable.dtype))
-
-    def params(self) -> dict:
-        """``{spec name: current value}`` (inside ``stateless_call``, the values it was handed)."""
-        return {name: v.value for name, v in self.spec_variables().items()}
-
-    def forward_with_routing(self, x, noises=None):
-        """``(logits, routings)`` via ``spec.forward.model_forward``."""
-        return F.model_forward(OPS, self.params(), x, self.cfg, noises)
-
-    def hidden(self, x, noises=None):
-        """``(LayerNorm(h_L) (N, d), routings)``: the normalised states the head reads (``lm``: N = B*T)."""
-        params = self.params()
-        return common.stack_forward(OPS, params, F.embed(OPS, params, x, self.cfg), self.cfg, noises)
-
-    def call(self, x, noises=None, with_routings=False):
-        """Logits, or ``(logits, routings)`` with ``with_routings`` (what the training loss needs)."""
-        logits, routings = self.forward_with_routing(x, noises)
-        return (logits, routings) if with_routings else logits
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(cfg=to_dict(self.cfg), dtype=self.dtype_policy.name)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="dynamoe")

@@ -8,18 +8,17 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from backends.spec import forward as F
 from backends.spec import transformer as T
 from backends.spec.config import ModelConfig
 from backends.spec.init import check_params, param_shapes
 
 from . import model as _model
-from .configs import model_config, to_dict
+from .configs import model_config
 from .layers import OPS, ArrayInitializer, float_dtype, keras_name
 
 
 @keras.saving.register_keras_serializable(package="dynamoe")
-class TransformerModel(keras.Model):
+class TransformerModel(_model.SpecModel):
     """Embedding, L blocks (attention + ``cfg.kind``'s feed-forward), LayerNorm and head: every weight the
     network's own (Keras name: the spec's with ``_`` for ``.``), built at once from the spec's arrays.
     ``cfg`` is a ``ModelConfig`` or its ``configs.to_dict`` form (what ``get_config`` stores)."""
@@ -35,43 +34,12 @@ class TransformerModel(keras.Model):
         }
         self.built = True
 
-    @classmethod
-    def from_config(cls, config: dict):
-        config = dict(config)
-        cfg = model_config(config.pop("cfg"))
-        return cls(cfg, {name: np.zeros(shape) for name, shape in param_shapes(cfg).items()}, **config)
-
     def build_from_config(self, config):
         pass  # built in ``__init__``
 
     def spec_variables(self) -> dict:
         """``{spec name: keras.Variable}`` in ``spec.init.param_shapes`` order."""
         return dict(self._variables)
-
-    def set_params(self, params: dict) -> None:
-        for name, variable in self._variables.items():
-            variable.assign(np.asarray(params[name], dtype=variable.dtype))
-
-    def params(self) -> dict:
-        """``{spec name: current value}`` (inside ``stateless_call``, the values it was handed)."""
-        return {name: v.value for name, v in self._variables.items()}
-
-    def forward_with_routing(self, x, noises=None):
-        """``(logits, routings)`` via ``spec.forward.model_forward``."""
-        return F.model_forward(OPS, self.params(), x, self.cfg, noises)
-
-    def hidden(self, x, noises=None):
-        """``(LayerNorm(h_L) (B*T, d), routings)``: the normalised states the head reads."""
-        return F.model_hidden(OPS, self.params(), x, self.cfg, noises)
-
-    def call(self, x, noises=None, with_routings=False):
-        logits, routings = self.forward_with_routing(x, noises)
-        return (logits, routings) if with_routings else logits
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(cfg=to_dict(self.cfg), dtype=self.dtype_policy.name)
-        return config
 
 
 def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32"):

@@ -19,7 +19,33 @@ from .layers import OPS, ParamGroup, dtype_name, stack_modules, to_mlx
 SAFETENSORS = ".safetensors"
 
 
-class _Network(nn.Module):
+class SpecModel(nn.Module):
+    """What every network of the spec shares: ``cfg``, parameters under the spec's names, and its forward
+    (``spec.forward.model_forward``, ``model_hidden``) over them."""
+
+    cfg: ModelConfig
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.norm.gamma.dtype
+
+    def named_parameters(self) -> dict[str, mx.array]:
+        """Every parameter under its spec name (``layers.0.gate.weight``, ...)."""
+        return dict(tree_flatten(self.parameters()))
+
+    def forward_with_routing(self, x, noises=None):
+        """``(logits, routings)`` via ``spec.forward.model_forward``."""
+        return F.model_forward(OPS, self.named_parameters(), x, self.cfg, noises)
+
+    def hidden(self, x, noises=None):
+        """``(LayerNorm(h_L) (N, d), routings)``: the normalised states the head reads (``lm``: N = B*T)."""
+        return F.model_hidden(OPS, self.named_parameters(), x, self.cfg, noises)
+
+    def __call__(self, x, noises=None):
+        return self.forward_with_routing(x, noises)[0]
+
+
+class _Network(SpecModel):
     """Input projection or embedding, the kind's stack (``layers.<i>``: ``DynaMoE`` or ``FeedForward``
     modules, MoUE's ``pool`` and local experts; ``norm``: the final LayerNorm; ``layers.stack_modules``,
     the modules ``DynaMoEStack`` and ``MoUEStack`` hold) and the head; parameter paths are the spec's names."""
@@ -36,26 +62,6 @@ class _Network(nn.Module):
         for name, module in stack_modules(cfg, stack, dtype).items():
             setattr(self, name, module)
         self.head = ParamGroup(group["head"], dtype)
-
-    @property
-    def dtype(self) -> mx.Dtype:
-        return self.norm.gamma.dtype
-
-    def named_parameters(self) -> dict[str, mx.array]:
-        """Every parameter under its spec name (``layers.0.gate.weight``, ...)."""
-        return dict(tree_flatten(self.parameters()))
-
-    def forward_with_routing(self, x, noises=None):
-        """``(logits, routings)`` via ``spec.forward.model_forward``."""
-        return F.model_forward(OPS, self.named_parameters(), x, self.cfg, noises)
-
-    def hidden(self, x, noises=None):
-        """``(LayerNorm(h_L) (N, d), routings)``: the normalised states the head reads (``lm``: N = B*T)."""
-        params = self.named_parameters()
-        return common.stack_forward(OPS, params, F.embed(OPS, params, x, self.cfg), self.cfg, noises)
-
-    def __call__(self, x, noises=None):
-        return self.forward_with_routing(x, noises)[0]
 
 
 class DynaMoEModel(_Network):

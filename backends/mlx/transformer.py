@@ -9,10 +9,8 @@ from collections.abc import Mapping
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten
 
 from backends import common
-from backends.spec import forward as F
 from backends.spec import transformer as T
 from backends.spec.config import ModelConfig
 from backends.spec.init import check_params, param_shapes
@@ -39,7 +37,7 @@ class _Leaves(nn.Module):
             setattr(self, name, mx.array(np.asarray(value, dtype=np.float64 if dtype == mx.float64 else np.float32), dtype=dtype))
 
 
-class TransformerModel(nn.Module):
+class TransformerModel(_model.SpecModel):
     """Embedding, L blocks (attention + ``cfg.kind``'s feed-forward), LayerNorm and head; the parameter
     paths are the spec's names (``layers.0.attn.query.weight``, ...)."""
 
@@ -49,21 +47,6 @@ class TransformerModel(nn.Module):
         tree = common.param_tree(params, lambda leaves: _Leaves(leaves, _dtype(dtype)), nn.Module)
         for name, child in tree.children().items():  # the layers as a list: MLX's trees index them by integer
             setattr(self, name, [child[str(i)] for i in range(cfg.num_layers)] if name == "layers" else child)
-
-    @property
-    def dtype(self) -> mx.Dtype:
-        return self.norm.gamma.dtype
-
-    def named_parameters(self) -> dict[str, mx.array]:
-        """Every parameter under its spec name."""
-        return dict(tree_flatten(self.parameters()))
-
-    def forward_with_routing(self, x, noises=None):
-        """``(logits, routings)`` via ``spec.forward.model_forward``."""
-        return F.model_forward(OPS, self.named_parameters(), x, self.cfg, noises)
-
-    def __call__(self, x, noises=None):
-        return self.forward_with_routing(x, noises)[0]
 
 
 def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32"):

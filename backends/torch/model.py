@@ -28,7 +28,33 @@ def default_device() -> torch.device:
         raise ValueError(f"{DEVICE_ENV}={name!r} is not a torch device ({exc}): use e.g. cpu or cuda:0") from None
 
 
-class _Network(nn.Module):
+class SpecModel(nn.Module):
+    """What every network of the spec shares: ``cfg``, parameters under the spec's names, and its forward
+    (``spec.forward.model_forward``, ``model_hidden``) over them."""
+
+    cfg: ModelConfig
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.norm.gamma.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.norm.gamma.device
+
+    def forward_with_routing(self, x, noises=None):
+        """``(logits, routings)`` via ``spec.forward.model_forward``."""
+        return F.model_forward(OPS, dict(self.named_parameters()), x, self.cfg, noises)
+
+    def hidden(self, x, noises=None):
+        """``(LayerNorm(h_L) (N, d), routings)``: the normalised states the head reads (``lm``: N = B*T)."""
+        return F.model_hidden(OPS, dict(self.named_parameters()), x, self.cfg, noises)
+
+    def forward(self, x, noises=None):
+        return self.forward_with_routing(x, noises)[0]
+
+
+class _Network(SpecModel):
     """Input projection or embedding, the kind's stack (``layers.<i>``: ``DynaMoE`` or ``FeedForward``
     modules, MoUE's ``pool`` and local experts; ``norm``: the final LayerNorm; ``layers.stack_modules``,
     the modules ``DynaMoEStack`` and ``MoUEStack`` hold) and the head; names follow the spec."""
@@ -45,26 +71,6 @@ class _Network(nn.Module):
         for name, module in stack_modules(cfg, stack, dtype, device).items():
             setattr(self, name, module)
         self.head = ParamGroup(group["head"], dtype, device)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.norm.gamma.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.norm.gamma.device
-
-    def forward_with_routing(self, x, noises=None):
-        """``(logits, routings)`` via ``spec.forward.model_forward``."""
-        return F.model_forward(OPS, dict(self.named_parameters()), x, self.cfg, noises)
-
-    def hidden(self, x, noises=None):
-        """``(LayerNorm(h_L) (N, d), routings)``: the normalised states the head reads (``lm``: N = B*T)."""
-        params = dict(self.named_parameters())
-        return common.stack_forward(OPS, params, F.embed(OPS, params, x, self.cfg), self.cfg, noises)
-
-    def forward(self, x, noises=None):
-        return self.forward_with_routing(x, noises)[0]
 
 
 class DynaMoEModel(_Network):

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from backends import common
-from backends.spec import forward as F
 from backends.spec import transformer as T
 from backends.spec.config import ModelConfig
 from backends.spec.init import check_params, param_shapes
@@ -38,7 +37,7 @@ class _Leaves(nn.Module):
             self.register_parameter(name, nn.Parameter(torch.as_tensor(np.asarray(value), dtype=dtype, device=device).clone()))
 
 
-class TransformerModel(nn.Module):
+class TransformerModel(_model.SpecModel):
     """Embedding, L blocks (attention + ``cfg.kind``'s feed-forward), LayerNorm and head; the parameter
     paths are the spec's names (``layers.0.attn.query.weight``, ...), in ``param_shapes`` order."""
 
@@ -48,21 +47,6 @@ class TransformerModel(nn.Module):
         tree = common.param_tree(params, lambda leaves: _Leaves(leaves, _dtype(dtype), device), nn.Module)
         for name, child in tree.named_children():
             self.add_module(name, child)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.norm.gamma.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.norm.gamma.device
-
-    def forward_with_routing(self, x, noises=None):
-        """``(logits, routings)`` via ``spec.forward.model_forward``."""
-        return F.model_forward(OPS, dict(self.named_parameters()), x, self.cfg, noises)
-
-    def forward(self, x, noises=None):
-        return self.forward_with_routing(x, noises)[0]
 
 
 def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype="float32", device=None):
