@@ -174,9 +174,13 @@ def _run_sections(experiment: Experiment, records: list[dict]) -> list[Section]:
         judged = experiment.verdict_metric or next((m.name for m in experiment.metrics if m.name in with_paper), None)
         headers = experiment.label_keys + (["layer"] if per_layer else []) + ["runs"]
         summary_columns = list(range(len(headers)))
+        # the short form shows the judged metric with the paper's value, or else the experiment's first metric
+        shown = judged or (experiment.metrics[0].name if experiment.metrics else None)
         for m in experiment.metrics:
             if m.name == judged:
                 summary_columns += [len(headers), len(headers) + 1, len(headers) + 2]
+            elif m.name == shown:
+                summary_columns.append(len(headers))
             headers += [TIMINGS.get(m.name, m.heading)] + (["paper", "Δ"] if m.name in with_paper else [])
         summary_columns.append(len(headers))
         headers.append(f"verdict ({judged})" if judged else "verdict")

@@ -76,3 +76,15 @@ def test_shared_and_orphan_runs_are_named():
     assert any(n.startswith("Shared runs:") and "Table 2" in n for n in sec.notes)
     orphans = report.orphans(records)
     assert orphans and all(r["key"] not in report.run_users(records) for r in orphans)
+
+
+def test_short_form_shows_a_metric_where_the_paper_has_no_number():
+    # baselines and Table 7 have no per-row paper value: the short form shows their first metric (accuracy)
+    for name in ("baselines", "table7"):
+        sec = next(s for s in report.sections(get(name), _records()) if s.protocol[0] == "keras-jax")
+        headers, rows = sec.summary()
+        col = headers.index("accuracy %")
+        assert headers[-1] == "verdict" and all(re.fullmatch(r"\d+\.\d\d ± \d\.\d\d", line[col]) for line in rows)
+    (table2, *_) = report.sections(get("table2"), _records())  # with the paper's values: metric, paper, Δ
+    headers, _ = table2.summary()
+    assert headers[headers.index("runs") + 1 :][:3] == ["accuracy %", "paper", "Δ"]
