@@ -25,7 +25,7 @@ from backends.spec import accounting
 from backends.spec.config import SIZES, ModelConfig
 from harness.data.registry import TRAINABLE, info
 from harness.experiments import REGISTRY, Experiment, Row
-from harness.experiments.protocol import protocol_epochs, task_of
+from harness.experiments.protocol import protocol_epochs, run_protocol, task_of
 
 SPREAD = 2.0  # verdict: within SPREAD sample standard deviations of the seeds
 OTHER_DATASET = "other dataset"  # the verdict where the paper measured on other data than ours
@@ -54,13 +54,6 @@ def _title(dataset: str) -> str:
     return info(dataset).title if dataset in TRAINABLE else dataset
 
 
-def _protocol(record: dict) -> tuple:
-    """``(backend, dataset, epochs, cut, patience)`` of a record's run (cut 0: the whole training set;
-    patience ``None``: no early stopping)."""
-    s = record["spec"]
-    return (s["backend"], s["dataset"], s["train"]["epochs"], s["num_samples"] or 0, s["train"].get("patience"))
-
-
 def _row_configs(row: Row, dataset: str, epochs: int, patience: int | None = None) -> tuple:
     """(model, train, the source run's configs or None) of ``row``'s runs, as a run record stores them."""
     source = None if row.init_from is None else _row_configs(row.init_from, dataset, epochs, patience)
@@ -84,7 +77,7 @@ def match(experiment: Experiment, records: list[dict]) -> dict[tuple, list[tuple
             if (row.dataset or experiment.dataset) != dataset and (row.dataset or task_of(dataset) != task_of(experiment.dataset)):
                 continue
             if _record_configs(s) == _row_configs(row, dataset, epochs, patience):
-                groups.setdefault(_protocol(record), {}).setdefault(i, []).append(record)
+                groups.setdefault(run_protocol(record), {}).setdefault(i, []).append(record)
     return {
         protocol: [(row, sorted(rows.get(i, []), key=lambda r: r["spec"]["seed"])) for i, row in enumerate(experiment.rows)]
         for protocol, rows in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0]))

@@ -42,12 +42,13 @@ def test_layer_probes_of_the_reference():
     assert dense["capacity"] == cfg.mlp_hidden and "avg_active" not in dense
 
 
-def _record(size, kind, schedule, seed, probes, ppl, backbone="transformer"):
+def _record(size, kind, schedule, seed, probes, ppl, backbone="transformer", epochs=None, patience=None):
     model = {"size": size, "kind": kind, "task": "lm", "schedule": {"name": schedule, "e_min": 1, "e_max": 8}}
     if backbone:
         model["backbone"] = backbone
-    train = {"epochs": 2 if backbone else 5}
-    return {"spec": {"model": model, "seed": seed, "train": train}, "summary": {"final_ppl": ppl, "probes": probes}}
+    train = {"epochs": epochs or (2 if backbone else 5)} | ({"patience": patience} if patience else {})
+    spec = {"backend": "torch", "dataset": "wikitext2", "num_samples": None, "model": model, "seed": seed, "train": train}
+    return {"spec": spec, "summary": {"final_ppl": ppl, "best_ppl": ppl, "probes": probes}}
 
 
 def _probes(profile):
@@ -89,6 +90,21 @@ def test_alignment_and_ranking():
     text = "\n".join(X.analysis_lines(recs))
     assert "(a)" in text and "best aligned Ascending" in text and "tau -1.00" in text
     assert X.analysis_lines([]) == ["Section 7.6's prediction: not run (no Transformer runs with probes in the store)."]
+
+
+def test_ranking_rests_on_one_protocol_of_each_backbone():
+    """MLP-backbone runs of two protocols with opposite rankings: (c) uses the converged (20-epoch) ones
+    alone and says so; a mean over both would rank them by whichever protocol has the larger numbers."""
+    recs = [r for r in synthetic() if r["spec"]["model"].get("backbone")]  # the Transformer runs
+    for seed in range(3):
+        for schedule, ppl in (("ascending", 3000.0), ("pyramid-up", 2000.0), ("descending", 1000.0), ("uniform", 4000.0)):
+            recs.append(_record("small", "dynamoe", schedule, seed, [], ppl, backbone=None, epochs=5))
+        for schedule, ppl in (("ascending", 250.0), ("pyramid-up", 260.0), ("descending", 270.0), ("uniform", 265.0)):
+            recs.append(_record("small", "dynamoe", schedule, seed, [], ppl, backbone=None, epochs=20, patience=3))
+    c = X.ranking_agreement(recs)["Small"]
+    assert c["mlp_ppl"] == [250.0, 270.0, 260.0, 265.0] and c["tau"] == pytest.approx(1.0)  # mixed: -0.33
+    assert (c["mlp_runs"], c["mlp_epochs"], c["mlp_patience"]) == (12, 20, 3)
+    assert "MLP backbone: 12 runs of 20 epochs, patience 3" in "\n".join(X.answers(recs))
 
 
 def test_statistics_against_scipy():
@@ -140,7 +156,7 @@ def test_answers_state_each_question_with_its_test():
     assert "(a) Small" in text and "feature_load rises" in text and "is not contradicted" in text
     assert "(b) Small: across 9 DynaMoE runs" in text and "supported" in text  # ascending: best aligned and best PPL
     assert "(c) Small: a different ranking" in text and "best on the Transformer Ascending, on the MLP backbone Descending" in text
-    assert "(Transformer: 12 runs of 2 epochs; MLP backbone: 12 runs of 5 epochs)" in text
+    assert "(Transformer: 12 runs of 2 epochs; MLP backbone: 12 runs of 5 epochs; mean best validation perplexity)" in text
     falling = [
         {**r, "summary": {**r["summary"], "probes": list(reversed(r["summary"]["probes"]))}} if r["summary"]["probes"] else r
         for r in recs

@@ -28,3 +28,10 @@ def protocol_epochs(dataset: str) -> int:
 def protocol_batch_size(dataset: str) -> int:
     """The paper's training (and evaluation) batch size for ``dataset``."""
     return BATCH_SIZES["lm" if task_of(dataset) == "lm" else "image"]
+
+
+def run_protocol(record: dict) -> tuple:
+    """``(backend, dataset, epochs, cut, patience)`` of a record's run (cut 0: the whole training set;
+    patience ``None``: no early stopping): runs with the same key are comparable, others are not."""
+    s = record["spec"]
+    return (s["backend"], s["dataset"], s["train"]["epochs"], s["num_samples"] or 0, s["train"].get("patience"))

@@ -37,6 +37,7 @@ from backends.spec.config import MoUEConfig, model_size
 from backends.spec.schedules import expert_counts
 
 from .experiment import Experiment, Metric, Row
+from .protocol import run_protocol
 
 NAME = "transformer-schedules"
 SIZES = ("tiny", "small")
@@ -255,11 +256,30 @@ def depth_trends(records: list[dict], probes: tuple[str, ...] = PROBES) -> dict:
     return out
 
 
-def _mean_ppl(records: list[dict]) -> dict:
+def _mean_ppl(records: list[dict], metric: str = "final_ppl") -> dict:
     groups: dict = defaultdict(list)
     for r in records:
-        groups[_label(r)].append(r["summary"]["final_ppl"])
+        groups[_label(r)].append(r["summary"][metric])
     return {k: float(np.mean(v)) for k, v in groups.items()}
+
+
+def one_protocol(records: list[dict], schedules=None) -> list[dict]:
+    """The runs of one protocol (``run_protocol``): the one whose runs cover most of ``schedules`` (all the
+    labels the runs have, if ``None``), then the longest, then the one with most runs. A mean over runs of
+    different protocols would set a converged run beside one stopped after 5 epochs."""
+    groups: dict = defaultdict(list)
+    for r in records:
+        groups[run_protocol(r)].append(r)
+    if not groups:
+        return []
+
+    def preference(item):
+        protocol, runs = item
+        labels = {_label(r)[1] for r in runs}
+        covered = len(labels if schedules is None else labels & set(schedules))
+        return covered, protocol[2], len(runs), repr(protocol)  # the repr only makes ties deterministic
+
+    return max(groups.items(), key=preference)[1]
 
 
 def schedule_counts(record: dict) -> list[int]:
@@ -303,25 +323,29 @@ def schedule_alignment(records: list[dict], probe: str = "feature_load") -> dict
 
 def ranking_agreement(records: list[dict]) -> dict:
     """(c): per size ``{"schedules", "transformer_ppl", "mlp_ppl", "tau"}`` over the DynaMoE schedules both
-    backbones ran (the MLP backbone's runs: language-model runs with ``backbone`` absent)."""
+    backbones ran (the MLP backbone's runs: language-model runs with ``backbone`` absent), each side's mean
+    best validation perplexity (Table 5's measure) over the runs of one protocol (``one_protocol``)."""
     lm = [r for r in records if r["spec"]["model"].get("task") == "lm" and "summary" in r]
-    sides = {
-        "transformer": [r for r in lm if r["spec"]["model"].get("backbone") == "transformer" and r["spec"]["model"]["kind"] == "dynamoe"],
-        "mlp": [r for r in lm if r["spec"]["model"].get("backbone", "mlp") == "mlp" and r["spec"]["model"]["kind"] == "dynamoe"],
+    dynamoe = [r for r in lm if r["spec"]["model"]["kind"] == "dynamoe"]
+    by_backbone = {
+        "transformer": [r for r in dynamoe if r["spec"]["model"].get("backbone") == "transformer"],
+        "mlp": [r for r in dynamoe if r["spec"]["model"].get("backbone", "mlp") == "mlp"],
     }
-    ours, mlp = _mean_ppl(sides["transformer"]), _mean_ppl(sides["mlp"])
     out = {}
-    for size in sorted({k[0] for k in ours}):
-        common = sorted(s for (z, s) in ours if z == size and (z, s) in mlp)
+    for size in sorted({_label(r)[0] for r in by_backbone["transformer"]}):
+        ours = one_protocol([r for r in by_backbone["transformer"] if _label(r)[0] == size])
+        theirs = one_protocol([r for r in by_backbone["mlp"] if _label(r)[0] == size], {_label(r)[1] for r in ours})
+        runs = {"transformer": ours, "mlp": theirs}
+        means = {side: _mean_ppl(rs, "best_ppl") for side, rs in runs.items()}
+        common = sorted(s for (_, s) in means["transformer"] if (size, s) in means["mlp"])
         if len(common) < 2:
             continue
-        a, b = [ours[(size, s)] for s in common], [mlp[(size, s)] for s in common]
-        runs = {
-            side: [r for r in rs if _label(r)[0] == size and _label(r)[1] in common] for side, rs in sides.items()
-        }  # what each side's means rest on: runs and epochs
+        a, b = [means["transformer"][(size, s)] for s in common], [means["mlp"][(size, s)] for s in common]
+        runs = {side: [r for r in rs if _label(r)[1] in common] for side, rs in runs.items()}  # what the means rest on
         out[size] = {"schedules": common, "transformer_ppl": a, "mlp_ppl": b, "tau": kendall_tau(a, b)}
-        out[size] |= {f"{side}_runs": len(rs) for side, rs in runs.items()}
-        out[size] |= {f"{side}_epochs": sorted({r["spec"]["train"]["epochs"] for r in rs}) for side, rs in runs.items()}
+        for side, rs in runs.items():
+            protocol = run_protocol(rs[0])
+            out[size] |= {f"{side}_runs": len(rs), f"{side}_epochs": protocol[2], f"{side}_patience": protocol[4]}
     return out
 
 
@@ -408,14 +432,16 @@ def answers(records: list[dict]) -> list[str]:
         lines.append(
             f"- (c) {size}: {same} ranking of {', '.join(c['schedules'])} (tau {_fmt(c['tau'])}, exact permutation p "
             f"{_fmt(p, '{:.2g}')}); best on the Transformer {best_here}, on the MLP backbone {best_mlp} (Transformer: "
-            f"{c['transformer_runs']} runs of {_epochs(c['transformer_epochs'])} epochs; MLP backbone: {c['mlp_runs']} runs of "
-            f"{_epochs(c['mlp_epochs'])} epochs)."
+            f"{_runs(c, 'transformer')}; MLP backbone: {_runs(c, 'mlp')}; mean best validation perplexity)."
         )
     return lines
 
 
-def _epochs(values: list[int]) -> str:
-    return "/".join(map(str, values)) or "-"
+def _runs(agreement: dict, side: str) -> str:
+    """"12 runs of 20 epochs, patience 3": what one side of (c) rests on."""
+    patience = agreement[f"{side}_patience"]
+    text = f"{agreement[f'{side}_runs']} runs of {agreement[f'{side}_epochs']} epochs"
+    return text + (f", patience {patience}" if patience else "")
 
 
 def _fmt(value, spec: str = "{:+.2f}") -> str:
