@@ -516,7 +516,17 @@ def cmd_figures(args) -> int:
             title = f"{fig_exp.paper_ref}: {fig_exp.title}\n{backend}, {dataset}, {epochs} epochs" + (
                 f", first {cut:,} samples" if cut else ""
             )
-            fig = draw(rows, title)
+            if fig_exp.beside is None:
+                fig = draw(rows, title)
+            else:  # the other experiment's runs on the same backend and dataset, of every protocol
+                beside = [
+                    rec
+                    for (b, d, *_), pairs in report.match(get(fig_exp.beside), records).items()
+                    if (b, d) == (backend, dataset)
+                    for _, recs in pairs
+                    for rec in recs
+                ]
+                fig = draw(rows, title, beside)
         for ext in ("png", "pdf"):
             fig.savefig(
                 out / f"{name}.{ext}", dpi=120, bbox_inches="tight", metadata={"CreationDate": None} if ext == "pdf" else {"Software": None}

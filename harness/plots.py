@@ -265,29 +265,44 @@ def transformer_probes(rows, title: str) -> plt.Figure:
     return fig
 
 
-def transformer_ppl(rows, title: str) -> plt.Figure:
-    """Final perplexity per schedule (mean over seeds, the seeds as dots) per size, beside the paper's
-    Table 5 numbers on the MLP backbone (its final val PPL, where it has the schedule and size)."""
-    paper = {(p["size"], p["config"].replace("MLP", "Dense FFN")): float(p["final_ppl"]) for p in get("table5").paper}
+def transformer_ppl(rows, title: str, beside: list[dict] = ()) -> plt.Figure:
+    """Best validation perplexity per schedule (mean over seeds, the seeds as dots) per size: the
+    Transformer's, beside our MLP-backbone runs of Table 5 (``beside``; per size the runs of one protocol,
+    ``transformer.one_protocol``) and the paper's Table 5 numbers on its own corpus (its best val PPL)."""
+    from harness.experiments.transformer import one_protocol, run_label
+
+    paper = {(p["size"], p["config"].replace("MLP", "Dense FFN")): float(p["best_ppl"]) for p in get("table5").paper}
     sizes = list(dict.fromkeys(r.labels["size"] for r, recs in rows if recs))
-    fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 5.0), squeeze=False)
     for ax, size in zip(axes[0], sizes):
-        labels, ours, theirs = [], [], []
+        configs = [row.labels["config"] for row, recs in rows if row.labels["size"] == size and recs]
+        mlp = one_protocol([r for r in beside if run_label(r)[0] == size], [c.replace("Dense FFN", "MLP") for c in configs])
+        sides = {"Transformer (ours)": {}, "MLP backbone (ours, Table 5)": {}}
         for row, recs in rows:
-            if row.labels["size"] != size or not recs:
-                continue
-            values = [x["summary"]["final_ppl"] for x in recs]
-            x = len(labels)
-            labels.append(row.labels["config"])
-            ours.append(np.mean(values))
-            ax.scatter([x] * len(values), values, color="k", s=8, zorder=3)
-            theirs.append(paper.get((size, row.labels["config"]), np.nan))
-        xs = np.arange(len(labels))
-        ax.bar(xs - 0.2, ours, width=0.4, label="Transformer (ours)")
-        ax.bar(xs + 0.2, theirs, width=0.4, label="MLP backbone (paper, Table 5, on its own corpus)")
-        ax.set_xticks(xs, labels, rotation=30, ha="right")
-        ax.set(ylabel="final validation perplexity", yscale="log", title=size)
-        ax.legend(fontsize=8)
+            if row.labels["size"] == size and recs:
+                sides["Transformer (ours)"][row.labels["config"]] = [x["summary"]["best_ppl"] for x in recs]
+        for r in mlp:
+            config = run_label(r)[1].replace("MLP", "Dense FFN")
+            sides["MLP backbone (ours, Table 5)"].setdefault(config, []).append(r["summary"]["best_ppl"])
+        if mlp:
+            epochs, patience = mlp[0]["spec"]["train"]["epochs"], mlp[0]["spec"]["train"].get("patience")
+            sides[f"MLP backbone (ours, Table 5, {epochs} epochs" + (f", patience {patience})" if patience else ")")] = sides.pop(
+                "MLP backbone (ours, Table 5)"
+            )
+        else:
+            sides.pop("MLP backbone (ours, Table 5)")
+        sides["MLP backbone (paper, Table 5, on its own corpus)"] = {c: [paper[(size, c)]] for c in configs if (size, c) in paper}
+        xs = np.arange(len(configs))
+        width = 0.8 / len(sides)
+        for i, (name, values) in enumerate(sides.items()):
+            offset = (i - (len(sides) - 1) / 2) * width
+            ax.bar(xs + offset, [np.mean(values[c]) if c in values else np.nan for c in configs], width=width, label=name)
+            if "ours" in name:
+                for x, c in zip(xs, configs):
+                    ax.scatter([x + offset] * len(values.get(c, [])), values.get(c, []), color="k", s=8, zorder=3)
+        ax.set_xticks(xs, configs, rotation=30, ha="right")
+        ax.set(ylabel="best validation perplexity", yscale="log", title=size)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.45))
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -162,3 +162,26 @@ def test_answers_state_each_question_with_its_test():
         for r in recs
     ]
     assert "The prediction (flat or rising) is contradicted" in "\n".join(X.answers(falling))
+
+
+def test_the_perplexity_figure_sets_our_mlp_backbone_runs_of_one_protocol_beside_the_transformer():
+    pytest.importorskip("matplotlib")
+    from harness import plots
+
+    transformer = [r for r in synthetic() if r["spec"]["model"].get("backbone")]
+    beside = []
+    for seed in range(3):
+        for schedule, five, twenty in (("ascending", 3000.0, 250.0), ("descending", 1000.0, 270.0)):
+            beside.append(_record("small", "dynamoe", schedule, seed, [], five, backbone=None, epochs=5))
+            beside.append(_record("small", "dynamoe", schedule, seed, [], twenty, backbone=None, epochs=20, patience=3))
+    rows = [(row, [r for r in transformer if X.run_label(r) == (row.labels["size"], row.labels["config"])]) for row in get(X.NAME).rows]
+    fig = plots.transformer_ppl(rows, "title", beside)
+    ax = fig.axes[0]
+    configs = [t.get_text() for t in ax.get_xticklabels()]
+    assert configs == ["Dense FFN", "Uniform", "Descending", "Ascending", "Pyramid-Up"]  # the rows with runs
+    heights = {c.get_label(): [b.get_height() for b in c] for c in ax.containers}
+    assert heights["Transformer (ours)"][configs.index("Ascending")] == pytest.approx(301.0)  # seeds 300, 301, 302
+    ours = heights["MLP backbone (ours, Table 5, 20 epochs, patience 3)"]
+    assert ours[configs.index("Ascending")] == 250.0 and ours[configs.index("Descending")] == 270.0
+    assert np.isnan(ours[configs.index("Uniform")])  # no MLP-backbone run of it
+    assert heights["MLP backbone (paper, Table 5, on its own corpus)"][configs.index("Descending")] == pytest.approx(2335.91)

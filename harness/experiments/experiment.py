@@ -63,7 +63,8 @@ class Experiment:
     ``rows``: the configurations it trains (empty for what the spec alone computes: Table 1, Figures
     1-2). ``dataset``: the paper's dataset (a row's own ``dataset`` wins). ``paper``: the paper's numbers,
     one dict per row with the row's labels and metric names. ``source``: for a figure, the experiment
-    whose runs feed it. ``plot``: the function of ``harness.plots`` that draws it (figures only).
+    whose runs feed it; ``beside``: a second experiment whose runs of the same backend and dataset it draws
+    beside them. ``plot``: the function of ``harness.plots`` that draws it (figures only).
     ``analysis``: what the report prints after the tables (a test across runs, e.g. a prediction).
     """
 
@@ -76,6 +77,7 @@ class Experiment:
     metrics: tuple[Metric, ...] = ()
     paper: tuple[dict, ...] = ()
     source: str | None = None
+    beside: str | None = None
     plot: str | None = None  # name of the drawing function in harness.plots
     notes: str = ""
     verdict_metric: str | None = None  # the metric the verdict judges (default: the first with a paper value)

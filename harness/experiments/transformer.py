@@ -89,16 +89,24 @@ TRANSFORMER_SCHEDULES = Experiment(
 )
 
 
-def _figure(name: str, title: str, plot: str) -> Experiment:
+def _figure(name: str, title: str, plot: str, beside: str | None = None) -> Experiment:
     return Experiment(
-        name=name, title=title, paper_ref="Section 7.6", description=f"{title} (from the runs of {NAME})", source=NAME, plot=plot
+        name=name,
+        title=title,
+        paper_ref="Section 7.6",
+        description=f"{title} (from the runs of {NAME})",
+        source=NAME,
+        beside=beside,
+        plot=plot,
     )
 
 
 EXPERIMENTS = (
     TRANSFORMER_SCHEDULES,
     _figure("figure-transformer-probes", "Transformer probes across depth, one line per schedule", "transformer_probes"),
-    _figure("figure-transformer-ppl", "Transformer perplexity per schedule beside the MLP backbone's (Table 5)", "transformer_ppl"),
+    _figure(
+        "figure-transformer-ppl", "Transformer perplexity per schedule beside the MLP backbone's (Table 5)", "transformer_ppl", "table5"
+    ),
 )
 
 
@@ -213,7 +221,7 @@ def permutation_p(statistic, a, b, draws: int = PERMUTATIONS, seed: int = 0) -> 
 # --- the analysis of run records -------------------------------------------------------------------------
 
 
-def _label(record: dict) -> tuple[str, str]:
+def run_label(record: dict) -> tuple[str, str]:
     """(size, schedule label) of a run record (the labels of ``SCHEDULES``)."""
     m = record["spec"]["model"]
     if m["kind"] == "mlp":
@@ -238,7 +246,7 @@ def depth_trends(records: list[dict], probes: tuple[str, ...] = PROBES) -> dict:
         for probe in probes:
             values = [layer.get(probe) for layer in layers]
             if all(v is not None for v in values):
-                rhos[_label(r)][probe].append(spearman(np.arange(len(values)), values))
+                rhos[run_label(r)][probe].append(spearman(np.arange(len(values)), values))
     out = {}
     for key, per_probe in rhos.items():
         out[key] = {}
@@ -259,7 +267,7 @@ def depth_trends(records: list[dict], probes: tuple[str, ...] = PROBES) -> dict:
 def _mean_ppl(records: list[dict], metric: str = "final_ppl") -> dict:
     groups: dict = defaultdict(list)
     for r in records:
-        groups[_label(r)].append(r["summary"][metric])
+        groups[run_label(r)].append(r["summary"][metric])
     return {k: float(np.mean(v)) for k, v in groups.items()}
 
 
@@ -275,7 +283,7 @@ def one_protocol(records: list[dict], schedules=None) -> list[dict]:
 
     def preference(item):
         protocol, runs = item
-        labels = {_label(r)[1] for r in runs}
+        labels = {run_label(r)[1] for r in runs}
         covered = len(labels if schedules is None else labels & set(schedules))
         return covered, protocol[2], len(runs), repr(protocol)  # the repr only makes ties deterministic
 
@@ -292,15 +300,15 @@ def schedule_alignment(records: list[dict], probe: str = "feature_load") -> dict
     "best_ppl", "agrees", "alignment_vs_ppl"}``; sizes without dense-baseline runs are left out."""
     runs = transformer_records(records)
     out = {}
-    for size in sorted({_label(r)[0] for r in runs}):
-        dense = [r for r in runs if _label(r) == (size, "Dense FFN")]
+    for size in sorted({run_label(r)[0] for r in runs}):
+        dense = [r for r in runs if run_label(r) == (size, "Dense FFN")]
         if not dense:
             continue
         profile = np.mean([[layer[probe] for layer in r["summary"]["probes"]] for r in dense], axis=0)
-        ppl = _mean_ppl([r for r in runs if _label(r)[0] == size])
+        ppl = _mean_ppl([r for r in runs if run_label(r)[0] == size])
         alignment = {}
         for r in runs:
-            label = _label(r)
+            label = run_label(r)
             if label[0] == size and r["spec"]["model"]["kind"] == "dynamoe" and label[1] not in alignment:
                 rho = spearman(schedule_counts(r), profile)
                 if rho is not None:
@@ -332,16 +340,16 @@ def ranking_agreement(records: list[dict]) -> dict:
         "mlp": [r for r in dynamoe if r["spec"]["model"].get("backbone", "mlp") == "mlp"],
     }
     out = {}
-    for size in sorted({_label(r)[0] for r in by_backbone["transformer"]}):
-        ours = one_protocol([r for r in by_backbone["transformer"] if _label(r)[0] == size])
-        theirs = one_protocol([r for r in by_backbone["mlp"] if _label(r)[0] == size], {_label(r)[1] for r in ours})
+    for size in sorted({run_label(r)[0] for r in by_backbone["transformer"]}):
+        ours = one_protocol([r for r in by_backbone["transformer"] if run_label(r)[0] == size])
+        theirs = one_protocol([r for r in by_backbone["mlp"] if run_label(r)[0] == size], {run_label(r)[1] for r in ours})
         runs = {"transformer": ours, "mlp": theirs}
         means = {side: _mean_ppl(rs, "best_ppl") for side, rs in runs.items()}
         common = sorted(s for (_, s) in means["transformer"] if (size, s) in means["mlp"])
         if len(common) < 2:
             continue
         a, b = [means["transformer"][(size, s)] for s in common], [means["mlp"][(size, s)] for s in common]
-        runs = {side: [r for r in rs if _label(r)[1] in common] for side, rs in runs.items()}  # what the means rest on
+        runs = {side: [r for r in rs if run_label(r)[1] in common] for side, rs in runs.items()}  # what the means rest on
         out[size] = {"schedules": common, "transformer_ppl": a, "mlp_ppl": b, "tau": kendall_tau(a, b)}
         for side, rs in runs.items():
             protocol = run_protocol(rs[0])
@@ -378,9 +386,9 @@ def run_alignment(records: list[dict], probe: str = "feature_load") -> dict:
     runs = transformer_records(records)
     for size, a in schedule_alignment(records, probe).items():
         pairs = [
-            (a["alignment"][_label(r)[1]], -r["summary"]["final_ppl"])
+            (a["alignment"][run_label(r)[1]], -r["summary"]["final_ppl"])
             for r in runs
-            if _label(r)[0] == size and r["spec"]["model"]["kind"] == "dynamoe" and _label(r)[1] in a["alignment"]
+            if run_label(r)[0] == size and r["spec"]["model"]["kind"] == "dynamoe" and run_label(r)[1] in a["alignment"]
         ]
         if len(pairs) < 3:
             continue
