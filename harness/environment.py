@@ -21,6 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 NODE_VARIABLE = "DYNAMOE_NODE"  # set by the Ray executor for its workers: the Ray node (id and address)
 HARDWARE_VARIABLE = "DYNAMOE_HARDWARE"  # set by the Ray executor: the kind of hardware the run was placed on
+COMMIT_VARIABLE = "DYNAMOE_GIT_COMMIT"  # names the commit of a copy of the tree that has no .git
 
 
 def cpu_model() -> str:
@@ -55,13 +56,14 @@ def cpu_id() -> str:
 
 
 def git_commit() -> str:
-    """The checkout's commit, with ``+dirty`` when tracked files differ from it ("unknown" outside git)."""
+    """The checkout's commit, with ``+dirty`` when tracked files differ from it; outside git (a copy of
+    the tree on a cluster node or an accelerator machine) ``$DYNAMOE_GIT_COMMIT`` when set, else "unknown"."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout
         return commit + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get(COMMIT_VARIABLE) or "unknown"
 
 
 def fingerprint(runtime: dict | None = None) -> dict:

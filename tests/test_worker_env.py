@@ -71,3 +71,16 @@ def test_an_mlx_worker_runs_on_the_blas_its_environment_chose(choice):
     assert blas["name"] == ("openblas" if choice == "auto" else "reference"), blas
     if choice == "bundled":
         assert blas["reason"] == "DYNAMOE_MLX_BLAS=bundled"
+
+
+def test_a_copy_of_the_tree_without_git_names_its_commit_from_the_environment(tmp_path, monkeypatch):
+    from harness import environment
+
+    monkeypatch.setattr(environment, "REPO", tmp_path)  # not a git checkout
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv(environment.COMMIT_VARIABLE, raising=False)
+    assert environment.git_commit() == "unknown"
+    monkeypatch.setenv(environment.COMMIT_VARIABLE, "0123abc")
+    assert environment.git_commit() == "0123abc"
+    monkeypatch.setattr(environment, "REPO", environment.Path(__file__).resolve().parents[1])
+    assert environment.git_commit() != "0123abc"  # a checkout's own commit wins
