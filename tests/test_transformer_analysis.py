@@ -185,3 +185,22 @@ def test_the_perplexity_figure_sets_our_mlp_backbone_runs_of_one_protocol_beside
     assert ours[configs.index("Ascending")] == 250.0 and ours[configs.index("Descending")] == 270.0
     assert np.isnan(ours[configs.index("Uniform")])  # no MLP-backbone run of it
     assert heights["MLP backbone (paper, Table 5, on its own corpus)"][configs.index("Descending")] == pytest.approx(2335.91)
+
+
+def test_depth_trends_and_alignment_rest_on_one_protocol_per_size():
+    """Transformer runs of a short and a converged protocol with opposite depth profiles and perplexities:
+    (a) and (b) use the converged runs alone and name them; pooled, the falling short runs would cancel
+    the rising ones and the short runs' perplexities would decide the best schedule."""
+    recs = synthetic()  # 2-epoch runs: rising feature load, ascending best
+    for seed in range(3):
+        recs.append(_record("small", "mlp", "descending", seed, _probes([4.0, 3.0, 2.0, 1.0]), 260.0, epochs=20, patience=3))
+        for schedule, ppl in (("ascending", 270.0), ("pyramid-up", 265.0), ("descending", 250.0), ("uniform", 262.0)):
+            recs.append(_record("small", "dynamoe", schedule, seed, _probes([4.0, 3.0, 2.0, 1.0]), ppl, epochs=20, patience=3))
+    dense = X.depth_trends(recs)[("Small", "Dense FFN")]["feature_load"]
+    assert dense["rho"] == [-1.0, -1.0, -1.0]  # pooled with the 2-epoch runs: three +1 and three -1
+    a = X.schedule_alignment(recs)["Small"]
+    assert a["best_ppl"] == "Descending" and a["ppl"]["Ascending"] == 270.0 and a["best_aligned"] == "Descending"
+    text = "\n".join(X.answers(recs))
+    assert "(a) Small, depth profiles over its 15 runs of 20 epochs, patience 3: feature_load falls" in text
+    assert "(b) Small: across 9 DynaMoE runs (of its 15 runs of 20 epochs, patience 3)" in text
+    assert "the dense baseline's attention_distance profile against -perplexity" in text  # (b) for each profile probe

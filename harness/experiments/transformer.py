@@ -14,6 +14,10 @@ perplexity, next-token accuracy, per-layer routing and the four probes per layer
 The analysis (functions of run records, so it is tested on synthetic ones; ``analysis_lines`` prints
 "not run" until runs exist):
 
+Every part rests on the runs of one protocol per size and backbone (``one_protocol``: the one covering most
+schedules, then the longest), and perplexity is the best validation perplexity (Table 5's measure; with
+early stopping the final one is 3 epochs past the optimum).
+
 (a) ``depth_trends``: per run, Spearman's rho of each probe against depth; per (size, schedule) the mean
     rho, the sign test (exact binomial, two-sided) and a one-sample t-test over the runs.
 (b) ``schedule_alignment``: per size, the measured profile (a probe's per-layer mean over the dense
@@ -77,8 +81,8 @@ TRANSFORMER_SCHEDULES = Experiment(
     rows=tuple(_row(size, label, schedule) for size in SIZES for label, schedule in SCHEDULES),
     dataset="wikitext2",
     metrics=(
-        Metric("final_ppl", "final val PPL", "{:.2f}"),
         Metric("best_ppl", "best val PPL", "{:.2f}"),
+        Metric("final_ppl", "final val PPL", "{:.2f}"),
         Metric("accuracy", "val acc", "{:.4f}"),
         Metric("params", "params", "{:,.0f}", exact=True),
         Metric("active_mflops", "active MFLOP/token", "{:.3f}"),
@@ -234,8 +238,10 @@ def run_label(record: dict) -> tuple[str, str]:
 
 
 def transformer_records(records: list[dict]) -> list[dict]:
-    """The finished Transformer runs that carry probes."""
-    return [r for r in records if r["spec"]["model"].get("backbone") == "transformer" and r.get("summary", {}).get("probes")]
+    """The finished Transformer runs that carry probes, of one protocol per size (``one_protocol``): (a) and
+    (b) pool runs, and a depth profile or a perplexity after 2 epochs is not one after convergence."""
+    runs = [r for r in records if r["spec"]["model"].get("backbone") == "transformer" and r.get("summary", {}).get("probes")]
+    return [r for size in sorted({run_label(r)[0] for r in runs}) for r in one_protocol([r for r in runs if run_label(r)[0] == size])]
 
 
 def depth_trends(records: list[dict], probes: tuple[str, ...] = PROBES) -> dict:
@@ -264,7 +270,7 @@ def depth_trends(records: list[dict], probes: tuple[str, ...] = PROBES) -> dict:
     return out
 
 
-def _mean_ppl(records: list[dict], metric: str = "final_ppl") -> dict:
+def _mean_ppl(records: list[dict], metric: str) -> dict:
     groups: dict = defaultdict(list)
     for r in records:
         groups[run_label(r)].append(r["summary"][metric])
@@ -305,7 +311,7 @@ def schedule_alignment(records: list[dict], probe: str = "feature_load") -> dict
         if not dense:
             continue
         profile = np.mean([[layer[probe] for layer in r["summary"]["probes"]] for r in dense], axis=0)
-        ppl = _mean_ppl([r for r in runs if run_label(r)[0] == size])
+        ppl = _mean_ppl([r for r in runs if run_label(r)[0] == size], "best_ppl")
         alignment = {}
         for r in runs:
             label = run_label(r)
@@ -386,7 +392,7 @@ def run_alignment(records: list[dict], probe: str = "feature_load") -> dict:
     runs = transformer_records(records)
     for size, a in schedule_alignment(records, probe).items():
         pairs = [
-            (a["alignment"][run_label(r)[1]], -r["summary"]["final_ppl"])
+            (a["alignment"][run_label(r)[1]], -r["summary"]["best_ppl"])
             for r in runs
             if run_label(r)[0] == size and r["spec"]["model"]["kind"] == "dynamoe" and run_label(r)[1] in a["alignment"]
         ]
@@ -423,15 +429,19 @@ def answers(records: list[dict]) -> list[str]:
                 f"sign test p {_fmt(s['sign_p'], '{:.2g}')})"
             )
         verdict = "contradicted" if falls else "not contradicted"
-        lines.append(f"- (a) {size}, depth profiles over all its runs: {'; '.join(parts)}. The prediction (flat or rising) is {verdict}.")
-    for size, r in sorted(run_alignment(records).items()):
-        sign = _significance(r["rho"], r["p"])
-        verdict = {"positive": "supported", "negative": "contradicted", "inconclusive": "inconclusive"}[sign]
         lines.append(
-            f"- (b) {size}: across {r['n']} DynaMoE runs, alignment with the dense baseline's feature_load profile against "
-            f"-perplexity: rho {_fmt(r['rho'])} (permutation p {_fmt(r['p'], '{:.2g}')}); best aligned {r['best_aligned']}, best "
-            f"perplexity {r['best_ppl']}: {verdict}."
+            f"- (a) {size}, depth profiles over its {_protocol(records, size)}: {'; '.join(parts)}. The prediction (flat or rising) "
+            f"is {verdict}."
         )
+    for probe in PROFILE_PROBES:
+        for size, r in sorted(run_alignment(records, probe).items()):
+            sign = _significance(r["rho"], r["p"])
+            verdict = {"positive": "supported", "negative": "contradicted", "inconclusive": "inconclusive"}[sign]
+            lines.append(
+                f"- (b) {size}: across {r['n']} DynaMoE runs (of its {_protocol(records, size)}), alignment with the dense "
+                f"baseline's {probe} profile against -perplexity: rho {_fmt(r['rho'])} (permutation p {_fmt(r['p'], '{:.2g}')}); "
+                f"best aligned {r['best_aligned']}, best perplexity {r['best_ppl']}: {verdict}."
+            )
     for size, c in sorted(ranking_agreement(records).items()):
         p = permutation_p(kendall_tau, c["transformer_ppl"], c["mlp_ppl"])
         best_here = c["schedules"][int(np.argmin(c["transformer_ppl"]))]
@@ -443,6 +453,13 @@ def answers(records: list[dict]) -> list[str]:
             f"{_runs(c, 'transformer')}; MLP backbone: {_runs(c, 'mlp')}; mean best validation perplexity)."
         )
     return lines
+
+
+def _protocol(records: list[dict], size: str) -> str:
+    """"42 runs of 20 epochs, patience 3": the Transformer runs of ``size`` that (a) and (b) rest on."""
+    runs = [r for r in transformer_records(records) if run_label(r)[0] == size]
+    _, _, epochs, _, patience = run_protocol(runs[0])
+    return f"{len(runs)} runs of {epochs} epochs" + (f", patience {patience}" if patience else "")
 
 
 def _runs(agreement: dict, side: str) -> str:
