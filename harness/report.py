@@ -238,6 +238,9 @@ def _run_notes(experiment: Experiment, rows: list[tuple[Row, list[dict]]], recor
             f"Shared runs: some of these {len(recs)} runs also fill rows of {others} (a config is trained once and "
             "shown wherever it appears): those tables are not independent evidence."
         )
+    hardware = _hardware_note(rows)
+    if hardware:
+        notes.append(hardware)
     stopped = sorted(
         len(r["epochs"]) for r in recs if r["spec"]["train"].get("patience") and len(r["epochs"]) < r["spec"]["train"]["epochs"]
     )
@@ -254,6 +257,30 @@ def _run_notes(experiment: Experiment, rows: list[tuple[Row, list[dict]]], recor
         elif still:
             notes.append(f"Best = final perplexity in {still} of {len(lm)} runs: those were still improving when stopped.")
     return notes
+
+
+def run_hardware(record: dict) -> str:
+    """Where a run ran, as a reader names it: the GPU's name, else "CPU (N cores)"."""
+    env = record.get("environment", {})
+    gpu = env.get("backend", {}).get("cuda_device")
+    return f"{gpu} (CUDA)" if gpu else f"CPU ({env.get('cpu_count', '?')} cores)"
+
+
+def _hardware_note(rows: list[tuple[Row, list[dict]]]) -> str | None:
+    """Which rows ran where, when a section's runs come from more than one kind of hardware (same protocol
+    and seeds: the numbers differ by floating-point order, which the parity matrix bounds per step)."""
+    where: dict[str, dict] = {}
+    for row, recs in rows:
+        first = next(iter(row.labels.values()), "")
+        for r in recs:
+            entry = where.setdefault(run_hardware(r), {"labels": [], "runs": 0})
+            entry["runs"] += 1
+            if first not in entry["labels"]:
+                entry["labels"].append(first)
+    if len(where) < 2:
+        return None
+    parts = [f"{hw}: {', '.join(e['labels'])} ({e['runs']} run{'s' * (e['runs'] != 1)})" for hw, e in sorted(where.items())]
+    return "Hardware: " + "; ".join(parts) + ". Same protocol and seeds; results/parity/ bounds what the hardware changes."
 
 
 def _order(name: str) -> int:

@@ -88,3 +88,13 @@ def test_short_form_shows_a_metric_where_the_paper_has_no_number():
     (table2, *_) = report.sections(get("table2"), _records())  # with the paper's values: metric, paper, Δ
     headers, _ = table2.summary()
     assert headers[headers.index("runs") + 1 :][:3] == ["accuracy %", "paper", "Δ"]
+
+
+def test_a_section_whose_runs_ran_on_several_kinds_of_hardware_says_which_rows_ran_where():
+    cpu = {"environment": {"cpu_count": 2}}
+    gpu = {"environment": {"cpu_count": 16, "backend": {"cuda_device": "NVIDIA H200"}}}
+    rows = [(Row({"size": "Tiny", "config": "MLP"}), [cpu, cpu]), (Row({"size": "Small", "config": "MLP"}), [gpu, gpu, gpu])]
+    note = report._hardware_note(rows)
+    assert note.startswith("Hardware: CPU (2 cores): Tiny (2 runs); NVIDIA H200 (CUDA): Small (3 runs).")
+    assert report._hardware_note(rows[:1]) is None  # one kind: nothing to say
+    assert report.run_hardware({}) == "CPU (? cores)"
