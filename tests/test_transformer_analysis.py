@@ -204,3 +204,12 @@ def test_depth_trends_and_alignment_rest_on_one_protocol_per_size():
     assert "(a) Small, depth profiles over its 15 runs of 20 epochs, patience 3: feature_load falls" in text
     assert "(b) Small: across 9 DynaMoE runs (of its 15 runs of 20 epochs, patience 3)" in text
     assert "the dense baseline's attention_distance profile against -perplexity" in text  # (b) for each profile probe
+
+
+def test_ranking_of_four_schedules_is_said_to_be_unable_to_reach_alpha():
+    """Four schedules: even identical rankings have exact p = 2/24; (c) says so rather than imply evidence."""
+    assert X.permutation_p(X.kendall_tau, [1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(2 / 24)
+    assert "inconclusive by design" in X._reach([300.0, 350.0, 450.0, 400.0])
+    assert X._reach([1.0, 2.0, 3.0, 4.0, 5.0]) == ""  # five: identical rankings give p = 2/120
+    text = "\n".join(X.answers(synthetic()))
+    assert "No ranking of 4 schedules can reach alpha (identical rankings: exact p 0.083)" in text
