@@ -464,18 +464,21 @@ def _reach(values) -> str:
     return f" No ranking of {len(values)} schedules can reach alpha (identical rankings: exact p {smallest:.2g}): inconclusive by design."
 
 
+def _described(runs: int, epochs: int, patience: int | None) -> str:
+    """"12 runs of 20 epochs, patience 3"."""
+    return f"{runs} runs of {epochs} epochs" + (f", patience {patience}" if patience else "")
+
+
 def _protocol(records: list[dict], size: str) -> str:
-    """"42 runs of 20 epochs, patience 3": the Transformer runs of ``size`` that (a) and (b) rest on."""
+    """The Transformer runs of ``size`` that (a) and (b) rest on, described."""
     runs = [r for r in transformer_records(records) if run_label(r)[0] == size]
     _, _, epochs, _, patience = run_protocol(runs[0])
-    return f"{len(runs)} runs of {epochs} epochs" + (f", patience {patience}" if patience else "")
+    return _described(len(runs), epochs, patience)
 
 
 def _runs(agreement: dict, side: str) -> str:
-    """"12 runs of 20 epochs, patience 3": what one side of (c) rests on."""
-    patience = agreement[f"{side}_patience"]
-    text = f"{agreement[f'{side}_runs']} runs of {agreement[f'{side}_epochs']} epochs"
-    return text + (f", patience {patience}" if patience else "")
+    """What one side of (c) rests on, described."""
+    return _described(agreement[f"{side}_runs"], agreement[f"{side}_epochs"], agreement[f"{side}_patience"])
 
 
 def _fmt(value, spec: str = "{:+.2f}") -> str:
