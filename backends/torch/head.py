@@ -9,6 +9,12 @@ gradient together 3.6 s row-wise against 2.4 s blocked on one loaded core). The 
 whole blocks with zero weights and a ``-inf`` bias, whose softmax is exactly 0, so the padding adds
 nothing to any sum or gradient. Every sum is the spec's; only the order of the additions over the
 vocabulary differs.
+
+Every chunk's logits go into one buffer allocated once per call: a fresh 120 MB tensor per chunk is
+new memory each time, and broadcasting the bias into it page-faulted through every page (``copy_``
+was a fifth of the Tiny training step in the profiler). Reusing the buffer took the head of a Tiny
+step (4,096 tokens, batch 32 x 128) from 1.04 s to 0.84 s of training and from 0.62 s to 0.40 s of
+evaluation on the 2-core machine, with the same loss to the last digit.
 """
 
 from __future__ import annotations
@@ -29,9 +35,17 @@ def blocks(weight, bias, width: int):
     return w.reshape(d, count, width).permute(1, 0, 2).contiguous(), b.reshape(count, 1, width)
 
 
-def _logits(h, w3, b3):
-    """A chunk's blocked logits ``(blocks, rows, width)``."""
-    return torch.baddbmm(b3, h.expand(w3.shape[0], *h.shape), w3)
+def _buffer(w3, chunks):
+    """One flat buffer for the largest chunk's blocked logits, reused by every chunk."""
+    rows = max(stop - start for start, stop in chunks)
+    return torch.empty(w3.shape[0] * rows * w3.shape[2], dtype=w3.dtype, device=w3.device)
+
+
+def _logits(h, w3, b3, buffer):
+    """A chunk's blocked logits ``(blocks, rows, width)``, written into ``buffer``."""
+    count, _, width = w3.shape
+    z = buffer[: count * h.shape[0] * width].view(count, h.shape[0], width)
+    return torch.baddbmm(b3, h.expand(count, *h.shape), w3, out=z)
 
 
 def _exp_pass(z, labels, width: int):
@@ -54,9 +68,10 @@ class VocabularyBlocks:
     def sums(self, h, weight, bias, labels, chunks):
         """``spec.forward.head_sums`` (summed cross-entropy, top-1 hits) over ``chunks`` of token rows."""
         w3, b3 = blocks(weight, bias, self.width)
+        buffer = _buffer(w3, chunks)
         loss = correct = 0.0
         for start, stop in chunks:
-            z = _logits(h[start:stop], w3, b3)
+            z = _logits(h[start:stop], w3, b3, buffer)
             picked, _, top, total = _exp_pass(z, labels[start:stop], self.width)
             correct = correct + torch.sum(picked >= top, dtype=z.dtype)
             loss = loss + torch.sum(top + torch.log(total) - picked)
@@ -70,10 +85,11 @@ class VocabularyBlocks:
         dh = torch.empty_like(h)
         dw3 = torch.zeros_like(w3)
         db3 = torch.zeros(count, width, dtype=w3.dtype, device=w3.device)
+        buffer = _buffer(w3, chunks)
         loss = 0.0
         for start, stop in chunks:
             hc = h[start:stop]
-            z = _logits(hc, w3, b3)
+            z = _logits(hc, w3, b3, buffer)
             picked, index, top, total = _exp_pass(z, labels[start:stop], width)
             loss = loss + torch.sum(top + torch.log(total) - picked)
             z.mul_((scale / total)[None, :, None])
