@@ -64,3 +64,29 @@ def test_the_step_holds_about_one_chunks_logits(monkeypatch):
     # uncompiled, each of a chunk's element-wise steps has its own buffer: about 9 chunk-sized ones (measured)
     assert sequenced <= 12 * cpu_lanes() * chunk_bytes, (sequenced, chunk_bytes)
     assert loop >= full_bytes, (loop, full_bytes)  # without the order, the chunks' logits are alive together
+
+
+def test_float32_shifted_exp_is_as_accurate_as_mlx_exp():
+    gen = rng.sample_generator(5)
+    z64 = gen.standard_normal((64, 4096)) * 6.0
+    top64 = z64.max(axis=1, keepdims=True)
+    want = np.exp(z64 - top64)
+    ops = MlxOps(mx.float32)
+    z, top = mx.array(z64, dtype=mx.float32), mx.array(top64, dtype=mx.float32)
+    # against float64 exp of the float32 inputs, where the exponential counts in a sum (> 1e-6)
+    z32, top32 = np.array(z).astype(np.float64), np.array(top).astype(np.float64)
+    exact = np.exp(z32 - top32)
+    kept = exact > 1e-6
+    err = np.abs(np.array(ops.shifted_exp(z, top)) - exact) / exact
+    mlx_err = np.abs(np.array(mx.exp(z - top)) - exact) / exact
+    assert err[kept].max() < 3e-6 and err[kept].max() < 5 * mlx_err[kept].max()
+    # float64 keeps the exact route (the C library's pow)
+    got64 = ops.__class__(mx.float64).shifted_exp(mx.array(z64, dtype=mx.float64), mx.array(top64, dtype=mx.float64))
+    np.testing.assert_allclose(np.array(got64), want, rtol=1e-13)
+
+
+def test_chunks_are_capped_by_the_backends_size(monkeypatch):
+    ops = MlxOps(mx.float32)
+    assert F._chunk_elements(ops) == ops.head_chunk_elements < F.HEAD_CHUNK_ELEMENTS
+    monkeypatch.setattr(F, "HEAD_CHUNK_ELEMENTS", 1000)  # a smaller spec constant (the parity case's) still caps it
+    assert F._chunk_elements(ops) == 1000

@@ -11,6 +11,11 @@ from backends.spec.ops import Ops
 from .head import SequencedChunks
 
 
+@mx.compile
+def _shifted_exp2(z, top):
+    return mx.power(mx.array(2.0, dtype=z.dtype), (z - top) * math.log2(math.e))
+
+
 class MlxOps(Ops):
     """MLX primitives; ``dtype`` is the float type of constants created without a ``like`` array.
 
@@ -19,6 +24,10 @@ class MlxOps(Ops):
     """
 
     name = "mlx"
+    # 32 MB of float32 logits per chunk: MLX's one-thread element-wise passes run faster on chunks the
+    # cache holds (Tiny LM head alone, 2-core machine: training 2.23 s -> 1.81 s, evaluation 1.61 s -> 1.00 s
+    # against the spec's 128 MB; 2^22 and 2^24 logits were slower)
+    head_chunk_elements = 2**23
 
     def __init__(self, dtype: mx.Dtype = mx.float32):
         self.dtype = dtype
@@ -36,6 +45,14 @@ class MlxOps(Ops):
         if x.dtype == mx.float64:
             return mx.power(mx.array(math.e, dtype=mx.float64), x)
         return mx.exp(x)
+
+    def shifted_exp(self, z, top):
+        """float32: ``2 ** ((z - top) log2 e)`` in one compiled kernel, 2.2x faster than MLX's CPU ``exp`` on
+        a chunk's logits (30 M of them: 175 ms against 390 ms on one thread of the 2-core machine), and as
+        accurate (relative error 1.4e-6 where ``exp(z - top) > 1e-6``, MLX's exp ~1e-6)."""
+        if z.dtype == mx.float64:
+            return self.exp(z - top)
+        return _shifted_exp2(z, top)
 
     def log(self, x):
         return mx.log(x)

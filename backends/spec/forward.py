@@ -153,6 +153,11 @@ def head_chunks(tokens: int, vocab: int, elements: int | None = None) -> list[tu
     return [(start, min(tokens, start + size)) for start in range(0, tokens, size)]
 
 
+def _chunk_elements(ops) -> int:
+    """The logits per chunk: ``HEAD_CHUNK_ELEMENTS``, or the backend's smaller ``ops.head_chunk_elements``."""
+    return min(HEAD_CHUNK_ELEMENTS, ops.head_chunk_elements or HEAD_CHUNK_ELEMENTS)
+
+
 def head_chunk_sums(ops, h, weight, bias, labels):
     """One chunk's ``(summed cross-entropy, top-1 hits)``: ``ops.cross_entropy_sums`` of its logits."""
     return ops.cross_entropy_sums(head_logits(ops, h, weight, bias), labels)
@@ -169,7 +174,7 @@ def head_sums(ops, h, weight, bias, labels):
     """``(sum of the cross-entropy, number of correct top-1 predictions)`` over the tokens ``h`` (N, d)
     with integer ``labels`` (N,), chunk by chunk (``head_chunk_sums``: ``cross_entropy`` and
     ``correct_count`` of each chunk's logits), in order."""
-    chunks = head_chunks(ops.shape(h)[0], ops.shape(weight)[-1])
+    chunks = head_chunks(ops.shape(h)[0], ops.shape(weight)[-1], _chunk_elements(ops))
     if ops.head_blocks is not None:
         return ops.head_blocks.sums(h, weight, bias, labels, chunks)
     loss = correct = None
@@ -184,7 +189,7 @@ def head_loss_and_grads(ops, h, weight, bias, labels, scale: float):
     """``scale`` x the summed cross-entropy of the head on ``h`` (N, d) and its gradients
     ``(loss, (d loss/d h, d loss/d weight, d loss/d bias))``: ``head_chunk_grads`` per chunk, in order,
     the weight's and bias's parts summed."""
-    chunks = head_chunks(ops.shape(h)[0], ops.shape(weight)[-1])
+    chunks = head_chunks(ops.shape(h)[0], ops.shape(weight)[-1], _chunk_elements(ops))
     if ops.head_blocks is not None:
         return ops.head_blocks.loss_and_grads(h, weight, bias, labels, scale, chunks)
     loss = dweight = dbias = None

@@ -18,6 +18,9 @@ Capabilities are declared attributes, never probed:
   ``head_loss_and_grads`` with the framework's own blocking or ordering of the same sums
   (``backends.torch.head``: vocabulary blocks; ``backends.keras.head``: a ``lax.scan`` on JAX;
   ``backends.mlx.head``: each chunk after the one before).
+- ``head_chunk_elements``: ``None``, or at most this many logits per chunk of the head where the
+  framework's kernels run faster on smaller chunks than ``spec.forward.HEAD_CHUNK_ELEMENTS`` (which still
+  caps it).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Ops(ABC):
     supports_nonzero: bool = False
     expert_dispatch: str | dict = "concat"
     head_blocks = None
+    head_chunk_elements: int | None = None
 
     @abstractmethod
     def constant(self, value, like=None):
@@ -149,6 +153,11 @@ class Ops(ABC):
         """``x @ w + b`` (``b`` broadcast over the rows, or a matrix of the product's shape)."""
         return self.matmul(x, w) + b
 
+    def shifted_exp(self, z, top):
+        """``exp(z - top)``: the exponentials of a chunk's logits under their row maxima ``top``, the head's
+        one vocabulary-wide exp (a subclass may compute it by a faster route of the same float precision)."""
+        return self.exp(z - top)
+
     def cross_entropy_sums(self, z, labels):
         """``(sum over rows of logsumexp(z) - z_label, number of rows whose label has the top logit)``: a
         chunk's summed cross-entropy and top-1 hits (a subclass may work in ``z``'s memory, which the caller
@@ -156,7 +165,7 @@ class Ops(ABC):
         picked = self.one_hot_pick(z, labels)
         top = self.max(z, axis=-1, keepdims=True)
         correct = self.sum(self.to_float(picked >= top[..., 0], z))
-        lse = self.squeeze(top, -1) + self.log(self.sum(self.exp(z - top), axis=-1))
+        lse = self.squeeze(top, -1) + self.log(self.sum(self.shifted_exp(z, top), axis=-1))
         return self.sum(lse - picked), correct
 
     def cross_entropy_grad(self, z, labels, scale: float):
@@ -164,7 +173,7 @@ class Ops(ABC):
         summed cross-entropy and its gradient w.r.t. the logits ``z``, from one exp pass (a subclass may
         compute the gradient in ``z``'s memory, which the caller no longer reads)."""
         top = self.max(z, axis=-1, keepdims=True)
-        e = self.exp(z - top)
+        e = self.shifted_exp(z, top)
         total = self.sum(e, axis=-1, keepdims=True)
         loss = self.sum(self.squeeze(top, -1) + self.log(self.squeeze(total, -1)) - self.one_hot_pick(z, labels))
         return loss, self.subtract_at_labels(e * (scale / total), labels, scale)
