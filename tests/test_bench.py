@@ -167,7 +167,7 @@ def test_lm_rows_limit_memory_and_evaluation_share():
     for row in results["torch"]["lm_rows"]:
         row["peak_rss_mb"] = 1500.0 if row["mode"] == "train" else 2500.0
     results["mlx"] = {"lm_rows": [dict(results["torch"]["lm_rows"][0], ms=3000.0, peak_rss_mb=900.0)]}
-    results["mlx"]["matmul_gflops"] = 142.0
+    results["mlx"]["matmul_gflops"] = 71.0  # a slower BLAS: its own-rate limit is twice the machine's
     results["mlx"]["rows"] = []
     bench.derive(results)
     bench.derive_lm(results, 142.0)
@@ -175,6 +175,9 @@ def test_lm_rows_limit_memory_and_evaluation_share():
     assert train["limit_ms"] == pytest.approx(79.06e9 / 142e9 * 1e3, rel=1e-3) and train["x_limit"] == pytest.approx(
         1100 / train["limit_ms"]
     )
+    assert train["own_limit_ms"] == pytest.approx(train["limit_ms"])
+    mlx = results["mlx"]["lm_rows"][0]
+    assert mlx["own_limit_ms"] == pytest.approx(2 * mlx["limit_ms"]) and mlx["x_own_limit"] == pytest.approx(mlx["x_limit"] / 2)
     t = bench.lm_targets(results)
     assert t["lm_fastest_backend"] == "torch" and t["lm_head_limit"]["met"] == (train["x_limit"] <= 2.0)
     assert t["lm_backend_spread"]["mlx"]["value"] == pytest.approx(3000 / 1100) and not t["lm_backend_spread"]["mlx"]["met"]
@@ -182,11 +185,15 @@ def test_lm_rows_limit_memory_and_evaluation_share():
     assert memory["torch tiny/lm-descending/train"]["met"] and not memory["torch tiny/lm-descending/eval"]["met"]
     # 32 held-out and 32 training batches an epoch: 300 / (1100 + 300)
     assert t["eval_share"]["torch lm tiny"]["value"] == pytest.approx(300 / 1400)
+    # its floor: a forward pass is a third of a training step's FLOPs, 32 / (3 x 32 + 32)
+    assert t["eval_share"]["torch lm tiny"]["floor"] == pytest.approx(0.25)
+    assert t["eval_share"]["torch image small"]["floor"] == pytest.approx(40 / (3 * 235 + 40))
     # images: the inference step over 40 test batches against 235 training steps
     assert t["eval_share"]["torch image small"]["value"] == pytest.approx(5 * 40 / (20 * 235 + 5 * 40))
     assert "| torch | tiny | lm-descending | train | 1100 (1100-1100) |" in bench.lm_table(results, 142.0)
     text = bench.targets_text(bench.targets(results), t)
-    assert "evaluation's share" in text and "- torch lm tiny: 21 %: missed" in text
+    assert "evaluation's share" in text and "- torch lm tiny: 21 % (floor 25 %; the target is below it" in text
+    assert "- torch image small: 4 % (floor 5 %): met" in text
 
 
 def test_lm_variants_time_the_transformer_on_the_first_size():
