@@ -93,6 +93,14 @@ class KerasOps(Ops):
     def sum(self, x, axis=None, keepdims=False):
         return ops.sum(x, axis=axis, keepdims=keepdims)
 
+    def sum_rows(self, x):
+        """On JAX a product with a row of ones: XLA's CPU reduction over the rows of a chunk's logits took
+        longer than the chunk's three matrix products together (Tiny, 83 x 50,257: 25 ms of 34 ms; the
+        product 1 ms)."""
+        if self._torch_matmul is not None:
+            return ops.sum(x, axis=0)
+        return self.matmul(ops.ones((1, ops.shape(x)[0]), dtype=ops.dtype(x)), x)[0]
+
     def where(self, cond, a, b):
         if isinstance(b, (int, float)):
             b = ops.convert_to_tensor(b, dtype=ops.dtype(a))

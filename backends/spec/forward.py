@@ -167,7 +167,7 @@ def head_chunk_grads(ops, h, weight, bias, labels, scale: float):
     """One chunk's summed cross-entropy and its parts of the gradients: ``dz = scale (softmax(z) - onehot)``
     (``ops.cross_entropy_grad``), then ``(loss, dz W^T, h^T dz, sum dz)``."""
     part, dz = ops.cross_entropy_grad(head_logits(ops, h, weight, bias), labels, scale)
-    return part, ops.matmul(dz, ops.transpose(weight, (1, 0))), ops.matmul(ops.transpose(h, (1, 0)), dz), ops.sum(dz, axis=0)
+    return part, ops.matmul(dz, ops.transpose(weight, (1, 0))), ops.matmul(ops.transpose(h, (1, 0)), dz), ops.sum_rows(dz)
 
 
 def head_sums(ops, h, weight, bias, labels):

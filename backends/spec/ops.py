@@ -153,6 +153,11 @@ class Ops(ABC):
         """``x @ w + b`` (``b`` broadcast over the rows, or a matrix of the product's shape)."""
         return self.matmul(x, w) + b
 
+    def sum_rows(self, x):
+        """``sum(x, axis=0)`` of a 2-D chunk of logits' gradient: the head bias's part (a subclass may compute
+        it as a product)."""
+        return self.sum(x, axis=0)
+
     def shifted_exp(self, z, top):
         """``exp(z - top)``: the exponentials of a chunk's logits under their row maxima ``top``, the head's
         one vocabulary-wide exp (a subclass may compute it by a faster route of the same float precision)."""
