@@ -90,3 +90,28 @@ def test_chunks_are_capped_by_the_backends_size(monkeypatch):
     assert F._chunk_elements(ops) == ops.head_chunk_elements < F.HEAD_CHUNK_ELEMENTS
     monkeypatch.setattr(F, "HEAD_CHUNK_ELEMENTS", 1000)  # a smaller spec constant (the parity case's) still caps it
     assert F._chunk_elements(ops) == 1000
+
+
+def test_a_language_models_step_gives_each_lane_one_openblas_thread():
+    import subprocess
+    import sys
+
+    import backends
+    from backends.process_env import find_openblas
+
+    if find_openblas() is None:
+        pytest.skip("no system OpenBLAS to preload (Debian: apt-get install libopenblas0-pthread)")
+    code = (
+        "from backends.mlx.head import _openblas, _streams, blas_threads_per_lane\n"
+        "get, set_threads = _openblas()\n"
+        "set_threads(2)\n"
+        "with blas_threads_per_lane('lm'):\n"
+        "    inside = get()\n"
+        "with blas_threads_per_lane('classify'):\n"
+        "    image = get()\n"
+        "print(len(_streams()), inside, image, get())\n"
+    )
+    env = backends.worker_env("mlx", 0)
+    env.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["2", "1", "2", "2"]  # two lanes, one thread each; the image step and after: two

@@ -18,6 +18,7 @@ from backends.spec.init import param_shapes
 from backends.spec.losses import evaluation_sums, model_loss
 from backends.spec.optim import adamw_step, bias_corrections, check_optimizer_state
 
+from .head import blas_threads_per_lane
 from .layers import OPS
 from .model import _Network, labels_tensor, noise_tensors, to_tensor
 
@@ -96,7 +97,8 @@ class Trainer:
         model = self.model
         self.optimizer.begin_step(lr)
         loss = self._step(to_tensor(model, x), labels_tensor(model, y), noise_tensors(model, noises) or [])
-        mx.eval(loss, self._state)
+        with blas_threads_per_lane(model.cfg.task):
+            mx.eval(loss, self._state)
         return loss
 
     def _slots(self) -> dict[str, dict]:
@@ -154,7 +156,8 @@ def evaluate_batch(model: _Network, x, y) -> tuple[float, float, list[np.ndarray
     per-layer selection counts (per expert; MoUE: per window slot, ``spec.moue.pool_usage`` maps them)."""
     loss_sum, correct, routings = evaluation_sums(OPS, model.named_parameters(), to_tensor(model, x), labels_tensor(model, y), model.cfg)
     counts = [mx.sum(r.mask, axis=0) for r in routings]
-    mx.eval(loss_sum, correct, counts)
+    with blas_threads_per_lane(model.cfg.task):
+        mx.eval(loss_sum, correct, counts)
     return float(loss_sum.item()), float(correct.item()), [np.array(c) for c in counts]
 
 
