@@ -206,3 +206,13 @@ def test_lm_variants_time_the_transformer_on_the_first_size():
     transformer = variants[2]["cfg"]
     assert transformer.backbone == "transformer" and transformer.num_heads == 4 and transformer.schedule.name == "descending"
     assert variants[0]["cfg"].backbone != "transformer"
+
+
+def test_the_all_experts_dispatch_computes_more_than_the_active_flops():
+    cfg = ModelConfig(size="small", schedule=ScheduleConfig("descending"))  # experts 8, 6, 3, 1
+    every = accounting.active_flops_per_token(cfg, [8.0, 6.0, 3.0, 1.0])
+    ratio = analysis.computed_over_active(cfg, "concat")
+    assert ratio == pytest.approx(every / accounting.active_flops_per_token(cfg)) and 1.9 < ratio < 2.0
+    assert analysis.computed_over_active(cfg, "batched") == ratio and analysis.computed_over_active(cfg, "sparse") == 1.0
+    uniform = ModelConfig(size="small", schedule=ScheduleConfig("uniform"))
+    assert analysis.computed_over_active(uniform, "concat") > ratio  # 8 experts everywhere, fewer active

@@ -166,6 +166,8 @@ def targets_text(t: dict, lm: dict | None = None) -> str:
                 shown, target = f"{100 * value:.0f} %", f">= {100 * bound:.0f} %"
             else:
                 shown, target = ("n/a" if value is None else f"{value:.2f}"), f"<= {bound}"
+            if v.get("computed"):
+                target += f"; its dispatch computes {v['computed']:.2f} x the active FLOPs"
             lines.append(f"- {name}: {shown} {what} (target {target}): {'met' if v['met'] else 'missed'}")
     return "\n".join(lines + lm_targets_text(lm or {}))
 
