@@ -43,7 +43,7 @@ EVAL_TARGET = 0.2  # evaluation's share of a full run's time (eval batches x eva
 # and 10,000 test images at batch 256; the language-model runs' 1,000 training and 1,000 held-out
 # windows (Table 5 as run here: WikiText-2 without its training text) at batch 32.
 RUN_BATCHES = {"classify": (STEPS_PER_EPOCH, math.ceil(10_000 / BATCH)), "lm": (math.ceil(1000 / 32), math.ceil(1000 / 32))}
-REGRESSION = 1.25  # ``--against``: a row slower than the committed one by more than this, relative to its run's matmul rate
+REGRESSION = 1.25  # ``--against``: a row slower than the committed one by more than this, relative to its backend's matmul rate
 COMPARED_SCHEDULES = ("descending", "uniform")  # also timed for inference, and beside their equal-FLOPs MLP
 
 
@@ -194,16 +194,21 @@ def lm_targets(results: dict[str, dict], size: str = "tiny") -> dict:
 
 
 def _normalised(record: dict) -> dict[tuple[str, str], float]:
-    """``{(backend, row key): ms x the run's matmul rate}``: a step's time in units of the machine's speed."""
+    """``{(backend, row key): ms x the backend's own matmul rate in that run}``: a step's time in units of
+    its own BLAS's speed (the run's best rate where the backend timed no matmul). Its own, not the run's
+    best: hosts differ in which BLAS they favour (XLA's matmul 180 GFLOP/s on one host, 422 on another,
+    MKL's 190 on both), and a backend is not slower because another one got faster."""
     peak = record["machine_matmul_gflops"]
     return {
-        (name, row["key"]): row["ms"] * peak for name, r in record["backends"].items() for row in r.get("rows", []) + r.get("lm_rows", [])
+        (name, row["key"]): row["ms"] * (r.get("matmul_gflops") or peak)
+        for name, r in record["backends"].items()
+        for row in r.get("rows", []) + r.get("lm_rows", [])
     }
 
 
 def regressions(record: dict, against: dict, bound: float = REGRESSION) -> list[dict]:
     """Rows of ``record`` more than ``bound`` x slower than the same row (backend and key) of ``against``,
-    each time normalised by its own run's matmul rate (so another machine compares fairly)."""
+    each time normalised by the backend's own matmul rate in its run (so another machine compares fairly)."""
     new, old = _normalised(record), _normalised(against)
     out = []
     for key in sorted(new.keys() & old.keys()):
