@@ -138,7 +138,8 @@ def lm_targets_text(t: dict) -> list[str]:
 def regressions_text(reg: dict) -> str:
     """``--against``'s verdict: the rows more than the bound slower than the committed record's."""
     if not reg["rows"]:
-        return f"No row is more than {reg['bound']:.2f} x slower than in {reg['against']} (normalised by the backend's own matmul rate in each run)."
+        where = f"than in {reg['against']} (normalised by the backend's own matmul rate in each run)"
+        return f"No row is more than {reg['bound']:.2f} x slower {where}."
     lines = [f"Slower than {reg['against']} by more than {reg['bound']:.2f} x (normalised by the backend's own matmul rate in each run):"]
     lines += [f"- {r['backend']} {r['key']}: {r['ratio']:.2f} x" for r in reg["rows"]]
     return "\n".join(lines)
