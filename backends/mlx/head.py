@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 
 import mlx.core as mx
@@ -51,6 +52,7 @@ def _streams() -> list:
     return _STREAMS
 
 
+@functools.cache
 def _openblas():
     """The process's OpenBLAS thread controls ``(get, set)`` (preloaded: ``backends.process_env``), or ``None``
     where another BLAS serves."""

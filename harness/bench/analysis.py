@@ -19,6 +19,7 @@ from harness.bench.worker import BATCH, LM_BATCH
 from harness.experiments.transformer import HEADS as TRANSFORMER_HEADS
 
 STEPS_PER_EPOCH = math.ceil(60_000 / BATCH)  # 235
+TRAIN_OVER_FORWARD = 3.0  # a training step's FLOPs over its forward pass's (forward + backward, 1 + 2)
 EPOCHS = 20
 PAPER_TABLE2_SECONDS = {
     "mlp": 145,
@@ -81,12 +82,12 @@ def head_flops(cfg: ModelConfig, mode: str) -> float:
     """The language-model head's FLOPs on one ``LM_BATCH``: ``2 N d V`` for its logits, x3 with the
     gradients of the states and of the weight (training)."""
     tokens = LM_BATCH[0] * LM_BATCH[1]
-    return 2.0 * tokens * cfg.hidden_dim * cfg.output_dim * (3.0 if mode == "train" else 1.0)
+    return 2.0 * tokens * cfg.hidden_dim * cfg.output_dim * (TRAIN_OVER_FORWARD if mode == "train" else 1.0)
 
 
 def step_flops(cfg: ModelConfig, mode: str) -> float:
     """Active FLOPs of one step on a batch of ``BATCH`` samples (training: forward x 3)."""
-    return accounting.active_flops_per_token(cfg) * BATCH * (3.0 if mode == "train" else 1.0)
+    return accounting.active_flops_per_token(cfg) * BATCH * (TRAIN_OVER_FORWARD if mode == "train" else 1.0)
 
 
 def computed_over_active(cfg: ModelConfig, dispatch: str | None) -> float:
@@ -152,7 +153,7 @@ def eval_share(train_ms: float, eval_ms: float, task: str) -> dict:
     forward pass (a third of a training step's FLOPs) run at training's rate per FLOP."""
     train_batches, eval_batches = RUN_BATCHES[task]
     train, evaluation = train_ms * train_batches, eval_ms * eval_batches
-    floor = eval_batches / (3 * train_batches + eval_batches)
+    floor = eval_batches / (TRAIN_OVER_FORWARD * train_batches + eval_batches)
     return {"train_batches": train_batches, "eval_batches": eval_batches, "share": evaluation / (train + evaluation), "floor": floor}
 
 
